@@ -11,13 +11,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from postwatch.config import AccountConfig, Config, FormConfig
 from postwatch.store.events import record_event
-from postwatch.store.models import Attachment, DeliveryJob, Submission, utcnow
+from postwatch.store.models import Attachment, DeliveryJob, Event, Submission, utcnow
 
 
 def new_id() -> str:
@@ -51,6 +51,8 @@ class NewSubmission:
     idempotency_key: str | None = None
     received_at: datetime | None = None
     spam: bool = False
+    #: why it is spam (``honeypot``...), recorded in the ``spam_blocked`` event
+    spam_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -128,9 +130,18 @@ def add_submission(session: Session, config: Config, new: NewSubmission) -> Stor
         account=new.account.id,
         form=new.form.id,
         at=now,
-        data={"submission": sid, "recipients": [] if new.spam else list(new.form.recipients)},
+        data=_event_data(sid, new),
     )
     return Stored(sid, created=True)
+
+
+def _event_data(sid: str, new: NewSubmission) -> dict[str, Any]:
+    if new.spam:
+        data: dict[str, Any] = {"submission": sid, "why": new.spam_reason or "spam"}
+        if new.remote_addr:
+            data["remote_addr"] = new.remote_addr
+        return data
+    return {"submission": sid, "recipients": list(new.form.recipients)}
 
 
 def store_submission(db: Any, config: Config, new: NewSubmission) -> Stored:
@@ -151,3 +162,115 @@ def store_submission(db: Any, config: Config, new: NewSubmission) -> Stored:
         if prior is None:
             raise
         return Stored(prior, created=False)
+
+
+# --------------------------------------------------------------------------- group commit
+
+
+def _idem_lookup(session: Session, items: list[NewSubmission]) -> dict[tuple[str, str, str], str]:
+    """Existing submissions for the idempotency keys of ``items``: (account, form, key) -> id."""
+    keyed = [n for n in items if n.idempotency_key]
+    found: dict[tuple[str, str, str], str] = {}
+    if not keyed:
+        return found
+    keys = sorted({n.idempotency_key for n in keyed if n.idempotency_key})
+    rows = session.execute(
+        select(
+            Submission.account, Submission.form, Submission.idempotency_key, Submission.id
+        ).where(Submission.idempotency_key.in_(keys))
+    ).all()
+    for account, form, key, sid in rows:
+        if key is not None:
+            found[(account, form, key)] = sid
+    return found
+
+
+def add_batch(session: Session, config: Config, items: list[NewSubmission]) -> list[Stored]:
+    """Add many submissions to ``session`` with a few multi-row INSERTs (the caller commits).
+
+    Same rows as :func:`add_submission` for each item; an idempotency key seen before (in the
+    store or earlier in the batch) yields the earlier id with ``created=False``.
+    """
+    known = _idem_lookup(session, items)
+    results: list[Stored] = []
+    subs: list[dict[str, Any]] = []
+    files: list[dict[str, Any]] = []
+    jobs: list[dict[str, Any]] = []
+    events: list[dict[str, Any]] = []
+    for new in items:
+        key = (new.account.id, new.form.id, new.idempotency_key) if new.idempotency_key else None
+        if key is not None and key in known:
+            results.append(Stored(known[key], created=False))
+            continue
+        sid = new_id()
+        if key is not None:
+            known[key] = sid
+        now = new.received_at or utcnow()
+        subs.append(
+            {
+                "id": sid,
+                "account": new.account.id,
+                "form": new.form.id,
+                "received_at": now,
+                "fields": new.fields,
+                "email": submitter_email(new.form, new.fields),
+                "remote_addr": new.remote_addr,
+                "user_agent": new.user_agent,
+                "idempotency_key": new.idempotency_key,
+                "status": "spam" if new.spam else "stored",
+            }
+        )
+        for f in new.files:
+            files.append(
+                {
+                    "submission_id": sid,
+                    "field": f.field,
+                    "filename": f.filename,
+                    "content_type": f.content_type,
+                    "size": len(f.data),
+                    "data": f.data,
+                }
+            )
+        if not new.spam:
+            for rcpt in new.form.recipients:
+                jobs.append(
+                    {
+                        "submission_id": sid,
+                        "account": new.account.id,
+                        "form": new.form.id,
+                        "recipient": rcpt,
+                        "role": "primary",
+                        "state": "pending",
+                        "attempts": 0,
+                        "next_attempt_at": now,
+                        "message_id": message_id(sid, rcpt, config.smtp.sender),
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                )
+        events.append(
+            {
+                "at": now,
+                "kind": "spam_blocked" if new.spam else "submission_stored",
+                "account": new.account.id,
+                "form": new.form.id,
+                "mailbox": None,
+                "data": _event_data(sid, new),
+            }
+        )
+        results.append(Stored(sid, created=True))
+    for model, rows in (
+        (Submission, subs),
+        (Attachment, files),
+        (DeliveryJob, jobs),
+        (Event, events),
+    ):
+        if rows:
+            session.execute(insert(model.__table__), rows)  # type: ignore[arg-type]
+    return results
+
+
+def store_batch(db: Any, config: Config, items: list[NewSubmission]) -> list[Stored]:
+    """Store ``items`` in ONE transaction (one fsync); returns only after the commit."""
+    with db.session() as s:
+        return add_batch(s, config, items)
