@@ -99,9 +99,8 @@ class GroupCommitter:
         try:
             results = store_batch(self.db, self.config, [new for new, _ in live])
         except Exception as exc:
-            if len(live) == 1:
-                live[0][1].set_exception(exc)
-                return
+            # one by one: isolates a bad row, and settles an idempotency-key race with another
+            # process (the retry finds the winner's row); a store that is down fails each fast
             log.warning(
                 "a batch of %d submissions failed (%s); retrying them one by one",
                 len(live),

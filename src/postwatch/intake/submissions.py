@@ -150,6 +150,8 @@ def store_submission(db: Any, config: Config, new: NewSubmission) -> Stored:
         with db.session() as s:
             return add_submission(s, config, new)
     except IntegrityError:
+        if not new.idempotency_key:
+            raise  # not a key race: a refused row must never look like an earlier success
         # a concurrent request with the same idempotency key won the race
         with db.session(readonly=True) as s:
             prior = s.scalar(
