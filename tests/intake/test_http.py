@@ -379,13 +379,13 @@ def test_a_failed_batch_fails_only_its_bad_row(cfg: Config, db: Database) -> Non
     for i in range(8):
         value = "POISON" if i == 3 else f"ok{i}"
         new = NewSubmission(account=account, form=form, fields={"v": value})
-        batch.append((new, concurrent.futures.Future()))
+        batch.append((new, (None, concurrent.futures.Future())))
     committer._write(batch)  # one batch of 8, as the writer thread would take it
-    outcomes = [f.exception() is None for _n, f in batch]
+    outcomes = [f.exception() is None for _n, (_loop, f) in batch]
     assert outcomes == [True, True, True, False, True, True, True, True]
     assert count(db, Submission) == 7
     assert count(db, DeliveryJob) == 14
-    for new, fut in batch:
+    for new, (_loop, fut) in batch:
         if fut.exception() is None:
             assert submission(db, fut.result().id).fields == new.fields
 

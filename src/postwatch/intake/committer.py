@@ -2,8 +2,9 @@
 
 A single writer thread per process takes every submission waiting in its queue, writes them all
 in one transaction and commits (SQLite ``synchronous=FULL`` / PostgreSQL: one fsync), then
-resolves every waiter at once. While it waits for the disk, new requests queue up, so the batch
-grows with the load: one request alone is written at once, 64 concurrent ones share a commit.
+resolves every waiter at once (one wake-up of the event loop per batch, not per request). While
+it waits for the disk, new requests queue up, so the batch grows with the load: one request alone
+is written at once, 64 concurrent ones share a commit.
 
 A batch that fails is retried one submission at a time, so one bad row (or one idempotency-key
 race with another process) fails only its own request. Nothing is acknowledged before its commit
@@ -20,6 +21,7 @@ import concurrent.futures
 import logging
 import queue
 import threading
+from collections import defaultdict
 from typing import Any
 
 from postwatch.config import Config
@@ -28,7 +30,20 @@ from postwatch.intake.submissions import NewSubmission, Stored, store_batch, sto
 
 log = logging.getLogger("postwatch.intake")
 
-_Item = tuple[NewSubmission, "concurrent.futures.Future[Stored]"]
+#: a waiter: an asyncio future (with its loop) or a concurrent future (threads, the CLI)
+_Waiter = tuple["asyncio.AbstractEventLoop | None", Any]
+_Item = tuple[NewSubmission, _Waiter]
+
+
+def _settle(outcomes: list[tuple[Any, Stored | BaseException]]) -> None:
+    """Runs in the waiters' event loop: resolve every future of a batch in one go."""
+    for fut, outcome in outcomes:
+        if fut.done():
+            continue  # the request was cancelled (client gone); the row is stored regardless
+        if isinstance(outcome, BaseException):
+            fut.set_exception(outcome)
+        else:
+            fut.set_result(outcome)
 
 
 class GroupCommitter:
@@ -46,24 +61,27 @@ class GroupCommitter:
 
     # ------------------------------------------------------------------ callers
 
-    def submit_nowait(self, new: NewSubmission) -> concurrent.futures.Future[Stored]:
-        fut: concurrent.futures.Future[Stored] = concurrent.futures.Future()
+    def _put(self, item: _Item) -> None:
         with self._lock:
-            self._queue.put((new, fut))
+            self._queue.put(item)
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name="postwatch-intake-writer", daemon=True
                 )
                 self._thread.start()
-        return fut
 
     async def submit(self, new: NewSubmission) -> Stored:
         """Store ``new``; returns after the transaction holding it committed."""
-        return await asyncio.wrap_future(self.submit_nowait(new))
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Stored] = loop.create_future()
+        self._put((new, (loop, fut)))
+        return await fut
 
     def store(self, new: NewSubmission) -> Stored:
-        """Blocking variant (for threads and the CLI)."""
-        return self.submit_nowait(new).result()
+        """Blocking variant (threads, the CLI)."""
+        fut: concurrent.futures.Future[Stored] = concurrent.futures.Future()
+        self._put((new, (None, fut)))
+        return fut.result()
 
     # ------------------------------------------------------------------ the writer
 
@@ -92,32 +110,44 @@ class GroupCommitter:
             self._write(batch)
 
     def _write(self, batch: list[_Item]) -> None:
-        live = [(new, fut) for new, fut in batch if fut.set_running_or_notify_cancel()]
-        if not live:
-            return
-        metrics.BATCH_SIZE.observe(len(live))
+        metrics.BATCH_SIZE.observe(len(batch))
+        outcomes: list[Stored | BaseException]
         try:
-            results = store_batch(self.db, self.config, [new for new, _ in live])
+            outcomes = list(store_batch(self.db, self.config, [new for new, _ in batch]))
+            self.batches += 1
         except Exception as exc:
             # one by one: isolates a bad row, and settles an idempotency-key race with another
             # process (the retry finds the winner's row); a store that is down fails each fast
             log.warning(
                 "a batch of %d submissions failed (%s); retrying them one by one",
-                len(live),
+                len(batch),
                 exc.__class__.__name__,
             )
-            self._one_by_one(live)
-            return
-        self.batches += 1
-        for (_new, fut), stored in zip(live, results, strict=True):
-            fut.set_result(stored)
+            outcomes = [self._one(new) for new, _ in batch]
+        self._resolve(batch, outcomes)
 
-    def _one_by_one(self, live: list[_Item]) -> None:
-        for new, fut in live:
-            try:
-                stored = store_submission(self.db, self.config, new)
-            except Exception as exc:
-                fut.set_exception(exc)
+    def _one(self, new: NewSubmission) -> Stored | BaseException:
+        try:
+            stored = store_submission(self.db, self.config, new)
+        except Exception as exc:
+            return exc
+        self.batches += 1
+        return stored
+
+    @staticmethod
+    def _resolve(batch: list[_Item], outcomes: list[Stored | BaseException]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, Stored | BaseException]]]
+        by_loop = defaultdict(list)
+        for (_new, (loop, fut)), outcome in zip(batch, outcomes, strict=True):
+            if loop is None:
+                if isinstance(outcome, BaseException):
+                    fut.set_exception(outcome)
+                else:
+                    fut.set_result(outcome)
             else:
-                self.batches += 1
-                fut.set_result(stored)
+                by_loop[loop].append((fut, outcome))
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle, items)
+            except RuntimeError:
+                pass  # that loop is closed: nobody is waiting any more
