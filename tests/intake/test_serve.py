@@ -124,7 +124,9 @@ async def test_sigterm_drains_in_flight_requests(db_url: str, tmp_path: Path) ->
     assert server.proc.poll() is None, "serve exited with a request in flight"
     writer.write(body[1000:])
     await writer.drain()
-    reply = await asyncio.wait_for(reader.read(65536), timeout=20)
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=20)
+    length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+    reply = head + await asyncio.wait_for(reader.readexactly(length), timeout=20)
     writer.close()
     assert reply.startswith(b"HTTP/1.1 201"), reply
     sid = re.search(rb'"id":"([0-9a-f]{32})"', reply)
