@@ -165,12 +165,14 @@ async def drive(port: int, clients: int, seconds: float, max_requests: int) -> d
     ids: list[str] = []
     failures: list[str] = []
     budget = [max_requests]
+    cpu0 = time.process_time()
     start = time.perf_counter()
     until = start + seconds
     await asyncio.gather(
         *(_client(port, until, budget, latencies, ids, failures) for _ in range(clients))
     )
     elapsed = time.perf_counter() - start
+    client_cpu = time.process_time() - cpu0
     latencies.sort()
     q = statistics.quantiles(latencies, n=100)
     return {
@@ -183,6 +185,7 @@ async def drive(port: int, clients: int, seconds: float, max_requests: int) -> d
         "p99_ms": q[98] * 1000,
         "max_ms": latencies[-1] * 1000,
         "seconds": elapsed,
+        "client_cpu": client_cpu / elapsed,
         "ids": ids,  # type: ignore[dict-item]
     }
 
@@ -291,6 +294,7 @@ def main() -> None:
             f"{r['max_ms']:>8.1f} {r['stored']:>8} {r['failures']:>7} {r['lost']:>5} "
             f"{float(r['rate']) / raw:>6.2f}x"  # type: ignore[arg-type]
         )
+        print(f"  load generator used {float(r['client_cpu']):.0%} of a core")  # type: ignore[arg-type]
         if r["failures"]:
             print(f"  first error: {r['first_failure']}")
     lost = sum(int(r["lost"]) for r in results)  # type: ignore[call-overload]

@@ -186,3 +186,42 @@ def test_readme_first_command_gives_a_working_form(tmp_path: Path) -> None:
     finally:
         assert server.terminate() == 0, server.output()
     assert (tmp_path / "data" / "postwatch.db").exists()
+
+
+async def test_two_serve_processes_share_one_store(db_url: str, tmp_path: Path) -> None:
+    """Several `postwatch serve` on one store (PostgreSQL: the scale-out path; SQLite: two
+    processes on one file): double submits spread over both are still one submission each."""
+    ports = [free_port(), free_port()]
+    servers = []
+    for i, port in enumerate(ports):
+        folder = tmp_path / f"p{i}"
+        folder.mkdir()
+        servers.append(Serve(write_config(folder / "postwatch.toml", db_url, port), port))
+    try:
+        keys = [f"dbl-{n}" for n in range(30)]
+
+        async def post(base: str, key: str) -> tuple[str, int, str]:
+            async with httpx.AsyncClient(base_url=base, timeout=30) as c:
+                r = await c.post(
+                    "/f/contact",
+                    data={"k": key},
+                    headers={"Idempotency-Key": key, "Accept": "application/json"},
+                )
+                return key, r.status_code, r.json().get("id", "")
+
+        replies = await asyncio.gather(
+            *(post(s.base, k) for k in keys for s in servers for _ in range(3))
+        )
+    finally:
+        for s in servers:
+            assert s.terminate() == 0, s.output()
+    assert {code for _k, code, _id in replies} == {201}
+    ids: dict[str, set[str]] = {}
+    for key, _code, sid in replies:
+        ids.setdefault(key, set()).add(sid)
+    assert all(len(v) == 1 for v in ids.values())
+    db = Database(db_url)
+    with db.session(readonly=True) as s:
+        assert s.scalar(select(func.count()).select_from(Submission)) == len(keys)
+        assert s.scalar(select(func.count()).select_from(DeliveryJob)) == 2 * len(keys)
+    db.dispose()
