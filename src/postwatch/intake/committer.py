@@ -91,8 +91,7 @@ class GroupCommitter:
         except queue.Empty:
             with self._lock:
                 if self._queue.empty():
-                    self._thread = None
-                    return None
+                    return None  # _run's finally lets the next submission start a new writer
             first = self._queue.get()
         batch = [first]
         while len(batch) < self.batch_max:
@@ -103,11 +102,25 @@ class GroupCommitter:
         return batch
 
     def _run(self) -> None:
-        while True:
-            batch = self._take()
-            if batch is None:
-                return
-            self._write(batch)
+        try:
+            while True:
+                batch = self._take()
+                if batch is None:
+                    return
+                try:
+                    self._write(batch)
+                except Exception as exc:  # a bug, not the store: fail the batch, keep serving
+                    log.exception("intake writer: unexpected error")
+                    self._resolve(batch, [exc] * len(batch))
+        finally:
+            with self._lock:
+                if self._thread is threading.current_thread():
+                    self._thread = None
+                    if not self._queue.empty():  # work arrived while we were leaving
+                        self._thread = threading.Thread(
+                            target=self._run, name="postwatch-intake-writer", daemon=True
+                        )
+                        self._thread.start()
 
     def _write(self, batch: list[_Item]) -> None:
         metrics.BATCH_SIZE.observe(len(batch))
