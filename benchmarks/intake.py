@@ -32,7 +32,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
-PG_ADMIN = os.environ.get("POSTWATCH_BENCH_PG", "host=127.0.0.1 port=5432 user=postgres dbname=test")
+PG_ADMIN = os.environ.get(
+    "POSTWATCH_BENCH_PG", "host=127.0.0.1 port=5432 user=postgres dbname=test"
+)
 
 
 def free_port() -> int:
@@ -101,8 +103,13 @@ def start_server(cfg: Path, port: int, uvloop_server: bool) -> subprocess.Popen[
         cmd = [sys.executable, "-c", launcher, "serve", "--config", str(cfg)]
     else:
         cmd = [sys.executable, "-m", "postwatch", "serve", "--config", str(cfg)]
-    proc = subprocess.Popen(cmd, env=env, cwd=cfg.parent, stdout=subprocess.DEVNULL,
-                            stderr=open(cfg.parent / "serve.log", "wb"))  # noqa: SIM115
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        cwd=cfg.parent,
+        stdout=subprocess.DEVNULL,
+        stderr=open(cfg.parent / "serve.log", "wb"),  # noqa: SIM115
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -156,10 +163,16 @@ async def _client(
         writer.close()
 
 
-async def drive(port: int, clients: int, seconds: float, max_requests: int) -> dict[str, float]:
+async def drive(
+    ports: list[int], clients: int, seconds: float, max_requests: int
+) -> dict[str, float]:
+    """``clients`` connections spread round-robin over the servers' ports (the balancer)."""
     # warm up (not counted): imports, connection pools, page cache
     await asyncio.gather(
-        *(_client(port, time.perf_counter() + 1.0, [20], [], [], []) for _ in range(8))
+        *(
+            _client(ports[i % len(ports)], time.perf_counter() + 1.0, [20], [], [], [])
+            for i in range(8)
+        )
     )
     latencies: list[float] = []
     ids: list[str] = []
@@ -169,7 +182,10 @@ async def drive(port: int, clients: int, seconds: float, max_requests: int) -> d
     start = time.perf_counter()
     until = start + seconds
     await asyncio.gather(
-        *(_client(port, until, budget, latencies, ids, failures) for _ in range(clients))
+        *(
+            _client(ports[i % len(ports)], until, budget, latencies, ids, failures)
+            for i in range(clients)
+        )
     )
     elapsed = time.perf_counter() - start
     client_cpu = time.process_time() - cpu0
@@ -206,32 +222,38 @@ def count_rows(db_url: str, ids: list[str]) -> tuple[int, int, int]:
             present = 0
             for i in range(0, len(ids), 500):
                 chunk = ids[i : i + 500]
-                present += int(
-                    s.scalar(select(func.count()).where(Submission.id.in_(chunk))) or 0
-                )
+                present += int(s.scalar(select(func.count()).where(Submission.id.in_(chunk))) or 0)
     finally:
         db.dispose()
     return total, present, jobs
 
 
 def run_store(name: str, db_url: str, folder: Path, args: argparse.Namespace) -> dict[str, object]:
-    port = free_port()
-    cfg = write_config(folder, db_url, port)
-    proc = start_server(cfg, port, args.uvloop_server)
+    ports: list[int] = []
+    procs: list[subprocess.Popen[bytes]] = []
     loop_factory = None
     with contextlib.suppress(ImportError):
         import uvloop
 
         loop_factory = uvloop.new_event_loop
     try:
+        for i in range(args.processes):
+            port = free_port()
+            sub = folder / f"p{i}"
+            sub.mkdir()
+            procs.append(start_server(write_config(sub, db_url, port), port, args.uvloop_server))
+            ports.append(port)
+        work = drive(ports, args.clients, args.seconds, args.max_requests)
         if loop_factory is not None:
             with asyncio.Runner(loop_factory=loop_factory) as runner:
-                res = runner.run(drive(port, args.clients, args.seconds, args.max_requests))
+                res = runner.run(work)
         else:
-            res = asyncio.run(drive(port, args.clients, args.seconds, args.max_requests))
+            res = asyncio.run(work)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            proc.wait(timeout=60)
     ids = list(res.pop("ids"))  # type: ignore[call-overload]
     total, present, jobs = count_rows(db_url, ids)
     res.update({"store": name, "rows": total, "acked_present": present, "jobs": jobs})
@@ -249,6 +271,12 @@ def main() -> None:
     p.add_argument("--no-pg", action="store_true", help="skip PostgreSQL")
     p.add_argument(
         "--uvloop-server", action="store_true", help="run the server's event loop on uvloop"
+    )
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="postwatch serve processes on the one store, clients spread over them",
     )
     args = p.parse_args()
 
@@ -274,8 +302,7 @@ def main() -> None:
                     results.append(run_store("postgresql", url, pg, args))
                 finally:
                     admin.execute(
-                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                        "WHERE datname = %s",
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
                         (name,),
                     )
                     admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
@@ -284,10 +311,13 @@ def main() -> None:
 
     print(
         f"\n{args.clients} concurrent clients, {args.seconds:g} s per store, "
+        f"{args.processes} serve process(es), "
         f"server loop: {'uvloop' if args.uvloop_server else 'asyncio'}"
     )
-    print(f"{'store':<11} {'durable/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
-          f"{'stored':>8} {'errors':>7} {'lost':>5} {'vs raw':>7}")
+    print(
+        f"{'store':<11} {'durable/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
+        f"{'stored':>8} {'errors':>7} {'lost':>5} {'vs raw':>7}"
+    )
     for r in results:
         print(
             f"{r['store']:<11} {r['rate']:>10,.0f} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} "

@@ -578,3 +578,14 @@ async def test_concurrent_submissions_share_commits_and_metrics_count_them(
     assert sample("postwatch_intake_batch_size_count") > 0
     m = await client.get("/metrics")
     assert "postwatch_intake_batch_size_bucket" in m.text
+
+
+async def test_large_attachment_within_the_default_limits(
+    client: httpx.AsyncClient, db: Database
+) -> None:
+    data = bytes(range(256)) * (3 * 4096)  # 3 MiB, under the default 5 MiB per attachment
+    r = await client.post("/f/contact", files={"cv": ("cv.bin", data)}, headers=JSON)
+    assert r.status_code == 201, r.text
+    with db.session(readonly=True) as s:
+        att = s.scalars(select(Attachment)).one()
+    assert att.size == len(data) and att.data == data
