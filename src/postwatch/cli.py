@@ -1,0 +1,212 @@
+"""The ``postwatch`` command: a thin edge that turns domain errors into messages.
+
+Rooms add their own commands through ``postwatch.<room>.commands.register(app)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+
+from postwatch import __version__
+from postwatch.config import (
+    DEFAULT_CONFIG_PATH,
+    SAMPLE_CONFIG,
+    Config,
+    ConfigError,
+    load_config,
+    parse_duration,
+)
+from postwatch.rooms import room_modules
+from postwatch.store import Database, StoreUnavailable, database_from_config
+
+app = typer.Typer(
+    name="postwatch",
+    help="Form intake that never loses a lead, and a watch on the mail path behind it.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+ConfigOption = Annotated[
+    Path,
+    typer.Option("--config", "-c", help="the TOML config file", envvar="POSTWATCH_CONFIG"),
+]
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print an error for a person (no traceback) and exit non-zero."""
+    typer.secho(f"postwatch: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def open_config(path: Path) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        fail(str(exc), 2)
+
+
+def open_store(cfg: Config, *, migrate: bool = True) -> Database:
+    db = database_from_config(cfg)
+    if migrate:
+        try:
+            db.migrate()
+        except StoreUnavailable as exc:
+            fail(f"database {cfg.database.url.split('@')[-1]} unavailable: {exc}", 3)
+    return db
+
+
+def parse_since(value: str | None) -> datetime | None:
+    """An ISO time/date, or a duration back from now ("2h", "7d")."""
+    if value is None:
+        return None
+    try:
+        return datetime.now(UTC) - parse_duration(value)
+    except ValueError:
+        pass
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        fail(f"--since: not a time or duration: {value!r} (e.g. 2026-11-29T08:00, 2h, 7d)")
+    return dt if dt.tzinfo else dt.astimezone()
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", help="print the version")] = False,
+) -> None:
+    if version:
+        typer.echo(f"postwatch {__version__}")
+        raise typer.Exit()
+
+
+@app.command()
+def init(
+    config: ConfigOption = DEFAULT_CONFIG_PATH,
+    force: Annotated[bool, typer.Option(help="overwrite an existing file")] = False,
+) -> None:
+    """Write a sample config to start from."""
+    if config.exists() and not force:
+        fail(f"{config} exists; use --force to overwrite it")
+    config.write_text(SAMPLE_CONFIG, encoding="utf-8")
+    typer.echo(f"wrote {config}; edit it, then run: postwatch serve --config {config}")
+
+
+@app.command("check-config")
+def check_config(config: ConfigOption = DEFAULT_CONFIG_PATH) -> None:
+    """Validate a config file; print every problem with its location."""
+    try:
+        cfg = load_config(config)
+    except ConfigError as exc:
+        for loc, msg in exc.problems:
+            typer.echo(f"{exc.path}: {loc + ': ' if loc else ''}{msg}", err=True)
+        raise typer.Exit(2) from None
+    problems: list[str] = []
+    for mod in room_modules("checks"):
+        problems.extend(mod.check(cfg))
+    for p in problems:
+        typer.echo(f"{config}: {p}", err=True)
+    if problems:
+        raise typer.Exit(2)
+    forms = sum(len(a.forms) for a in cfg.accounts)
+    typer.echo(f"{config}: ok ({len(cfg.accounts)} accounts, {forms} forms)")
+
+
+@app.command()
+def migrate(config: ConfigOption = DEFAULT_CONFIG_PATH) -> None:
+    """Create or upgrade the database schema."""
+    cfg = open_config(config)
+    open_store(cfg)
+    typer.echo("database schema is up to date")
+
+
+@app.command()
+def serve(
+    config: ConfigOption = DEFAULT_CONFIG_PATH,
+    init_config: Annotated[
+        bool, typer.Option("--init", help="write a sample config first if the file is missing")
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run HTTP intake, delivery workers, watches and the scheduler in one process."""
+    if init_config and not config.exists():
+        config.write_text(SAMPLE_CONFIG, encoding="utf-8")
+        typer.echo(f"wrote sample config {config}", err=True)
+    _setup_logging(verbose)
+    cfg = open_config(config)
+    db = open_store(cfg)
+    from postwatch.app import run
+
+    typer.echo(f"postwatch {__version__} listening on http://{cfg.server.listen}", err=True)
+    asyncio.run(run(cfg, db, http=True))
+
+
+@app.command()
+def worker(
+    config: ConfigOption = DEFAULT_CONFIG_PATH,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run the background services only (delivery, watches), for scale-out."""
+    _setup_logging(verbose)
+    cfg = open_config(config)
+    db = open_store(cfg)
+    from postwatch.app import run
+
+    asyncio.run(run(cfg, db, http=False))
+
+
+@app.command()
+def events(
+    config: ConfigOption = DEFAULT_CONFIG_PATH,
+    kind: Annotated[list[str] | None, typer.Option("--kind", "-k", help="repeatable")] = None,
+    account: Annotated[str | None, typer.Option(help="only this account")] = None,
+    since: Annotated[str | None, typer.Option(help="ISO time or a duration back (2h)")] = None,
+    limit: Annotated[int, typer.Option(help="at most this many")] = 1000,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
+) -> None:
+    """List recorded events, oldest first."""
+    from postwatch.store.events import event_dict, fetch_events
+
+    cfg = open_config(config)
+    db = open_store(cfg)
+    try:
+        with db.session(readonly=True) as s:
+            rows = fetch_events(
+                s, kinds=kind, account=account, since=parse_since(since), limit=limit
+            )
+            out = [event_dict(e) for e in rows]
+    except StoreUnavailable as exc:
+        fail(f"database unavailable: {exc}", 3)
+    for e in out:
+        if as_json:
+            typer.echo(json.dumps(e, ensure_ascii=False, sort_keys=True))
+        else:
+            where = e["mailbox"] or e["form"] or ""
+            typer.echo(
+                f"{e['id']:>7} {e['at']} {e['kind']:<22} {e['account'] or '-':<12} {where}"
+                f" {json.dumps(e['data'], ensure_ascii=False)}"
+            )
+
+
+for _mod in room_modules("commands"):
+    _mod.register(app)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,429 @@
+"""Configuration: one TOML file, validated on load.
+
+Every option is documented in docs/CONFIG.md. Secrets (SMTP and IMAP passwords, tokens) may be
+given inline, through an environment variable (``*_env``) or a file (``*_file``); they are held as
+``SecretStr`` so that printing a config object never shows them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+DEFAULT_CONFIG_PATH = Path("postwatch.toml")
+
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: Any) -> timedelta:
+    """Parse ``"30s"``, ``"5m"``, ``"72h"``, ``"7d"``, ``"2w"`` or a number of seconds."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    if isinstance(value, str):
+        m = _DURATION_RE.match(value)
+        if m:
+            return timedelta(seconds=float(m.group(1)) * _UNIT_SECONDS[m.group(2)])
+    raise ValueError(f"not a duration: {value!r} (write e.g. '30s', '5m', '72h', '7d')")
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+_EMAIL_RE = re.compile(r"^[^@\s<>\"',;]+@[^@\s<>\"',;]+\.[^@\s<>\"',;]+$")
+
+
+def _check_email(value: str) -> str:
+    value = value.strip()
+    if not _EMAIL_RE.match(value) or any(c in value for c in "\r\n"):
+        raise ValueError(f"not an e-mail address: {value!r}")
+    return value.lower()
+
+
+Email = Annotated[str, BeforeValidator(lambda v: _check_email(str(v)))]
+Ident = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class SecretSource(Model):
+    """A secret given inline, by environment variable or by file. Resolved on load."""
+
+    def _resolve(self, prefix: str) -> SecretStr | None:
+        inline: SecretStr | None = getattr(self, prefix, None)
+        env: str | None = getattr(self, f"{prefix}_env", None)
+        file: Path | None = getattr(self, f"{prefix}_file", None)
+        given = [x for x in (inline, env, file) if x is not None]
+        if len(given) > 1:
+            raise ValueError(f"give only one of {prefix}, {prefix}_env, {prefix}_file")
+        if env is not None:
+            if env not in os.environ:
+                raise ValueError(f"{prefix}_env: environment variable {env} is not set")
+            return SecretStr(os.environ[env])
+        if file is not None:
+            try:
+                return SecretStr(Path(file).read_text(encoding="utf-8").strip())
+            except OSError as exc:
+                raise ValueError(f"{prefix}_file: cannot read {file}: {exc.strerror}") from None
+        return inline
+
+
+# --------------------------------------------------------------------------- server, store
+
+
+class ServerConfig(Model):
+    listen: str = "127.0.0.1:8025"
+    public_url: str | None = None
+    trusted_proxies: list[str] = Field(default_factory=list)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"listen must be HOST:PORT, got {v!r}")
+        return v
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+class DatabaseConfig(Model):
+    url: str = "sqlite:///data/postwatch.db"
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not (v.startswith("sqlite:") or v.startswith("postgresql")):
+            raise ValueError("database url must start with sqlite:/// or postgresql+psycopg://")
+        return v
+
+
+class SmtpConfig(SecretSource):
+    host: str = "127.0.0.1"
+    port: int = Field(default=25, ge=1, le=65535)
+    sender: Email = "postwatch@localhost.localdomain"
+    security: Literal["none", "starttls", "tls"] = "none"
+    username: str | None = None
+    password: SecretStr | None = None
+    password_env: str | None = None
+    password_file: Path | None = None
+    timeout: Duration = timedelta(seconds=30)
+    helo: str | None = None
+
+    @model_validator(mode="after")
+    def _secret(self) -> SmtpConfig:
+        self.password = self._resolve("password")
+        return self
+
+
+class DeliveryConfig(Model):
+    workers: int = Field(default=2, ge=1, le=64)
+    poll_interval: Duration = timedelta(seconds=1)
+    lease: Duration = timedelta(minutes=5)
+    retry_base: Duration = timedelta(seconds=30)
+    retry_max: Duration = timedelta(hours=1)
+    give_up_after: Duration = timedelta(days=2)
+    full_retry_every: Duration = timedelta(minutes=15)
+    full_horizon: Duration = timedelta(days=7)
+
+
+class IntakeConfig(Model):
+    max_body_kb: int = Field(default=10240, ge=1)
+    max_attachment_kb: int = Field(default=5120, ge=1)
+    rate_limit: int = Field(default=20, ge=0, description="submissions per IP per minute; 0 = off")
+    honeypot_field: str = "_gotcha"
+
+
+# --------------------------------------------------------------------------- accounts
+
+
+class FormConfig(Model):
+    id: Ident
+    name: str | None = None
+    recipients: list[Email] = Field(min_length=1)
+    fallback: list[Email] = Field(default_factory=list)
+    redirect: str | None = None
+    subject: str | None = None
+    allowed_origins: list[str] = Field(default_factory=list)
+    honeypot_field: str | None = None
+    retention_days: int = Field(default=365, ge=1)
+    email_field: str = "email"
+
+
+class QuotaSourceConfig(SecretSource):
+    source: Literal["imap", "doveadm", "maildir"]
+    host: str | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    user: str | None = None
+    password: SecretStr | None = None
+    password_env: str | None = None
+    password_file: Path | None = None
+    tls: Literal["none", "starttls", "tls"] = "tls"
+    path: Path | None = None
+    doveadm_config: Path | None = None
+    doveadm_url: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> QuotaSourceConfig:
+        self.password = self._resolve("password")
+        if self.source == "imap" and not (self.host and self.user):
+            raise ValueError("an imap quota source needs host and user")
+        if self.source == "maildir" and self.path is None:
+            raise ValueError("a maildir quota source needs path")
+        return self
+
+
+class MailboxConfig(Model):
+    address: Email
+    quota: QuotaSourceConfig | None = None
+    limit_mb: float | None = Field(default=None, gt=0)
+
+
+class SiteConfig(Model):
+    root: Path
+    name: str | None = None
+    limit_mb: float | None = Field(default=None, gt=0)
+
+
+class ContactConfig(Model):
+    name: str
+    role: Ident
+    language: Literal["en", "nl"] = "en"
+    channels: list[SecretStr] = Field(default_factory=list)
+    quiet_hours: str | None = None
+    timezone: str | None = None
+
+
+class AccountConfig(Model):
+    id: Ident
+    name: str | None = None
+    forms: list[FormConfig] = Field(default_factory=list)
+    mailboxes: list[MailboxConfig] = Field(default_factory=list)
+    sites: list[SiteConfig] = Field(default_factory=list)
+    contacts: list[ContactConfig] = Field(default_factory=list)
+    responsibilities: dict[str, list[str]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _unique(self) -> AccountConfig:
+        _no_duplicates([f.id for f in self.forms], f"account {self.id}: form id")
+        _no_duplicates([m.address for m in self.mailboxes], f"account {self.id}: mailbox")
+        return self
+
+
+# --------------------------------------------------------------------------- watches
+
+
+class MaillogConfig(Model):
+    path: Path
+    format: Literal["postfix", "exim", "dovecot", "auto"] = "auto"
+    year: int | None = None
+    timezone: str | None = None
+
+
+class SyslogConfig(Model):
+    listen: str = "127.0.0.1:5514"
+    protocols: list[Literal["udp", "tcp"]] = Field(
+        default_factory=lambda: ["udp", "tcp"]  # type: ignore[arg-type]
+    )
+
+
+class CapacityConfig(Model):
+    poll_every: Duration = timedelta(minutes=5)
+    levels: list[int] = Field(default_factory=lambda: [80, 90, 95])
+    ok_margin: float = 5.0
+    forecast_horizon: Duration = timedelta(hours=72)
+    forecast_window: Duration = timedelta(days=14)
+
+
+class AlertsConfig(SecretSource):
+    escalate_after: Duration = timedelta(minutes=30)
+    escalation: list[str] = Field(default_factory=lambda: ["owner", "webmaster", "hoster"])
+    repeat_every: Duration = timedelta(hours=4)
+    digest: str = "daily 08:00"
+    public_url: str | None = None
+    secret: SecretStr | None = None
+    secret_env: str | None = None
+    secret_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _secret(self) -> AlertsConfig:
+        self.secret = self._resolve("secret")
+        return self
+
+
+class Config(Model):
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+    smtp: SmtpConfig = Field(default_factory=SmtpConfig)
+    delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
+    intake: IntakeConfig = Field(default_factory=IntakeConfig)
+    accounts: list[AccountConfig] = Field(default_factory=list)
+    maillogs: list[MaillogConfig] = Field(default_factory=list)
+    syslog: SyslogConfig | None = None
+    capacity: CapacityConfig = Field(default_factory=CapacityConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+
+    #: where the config was loaded from; relative paths in it are relative to this file's folder
+    source_path: Path | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _unique(self) -> Config:
+        _no_duplicates([a.id for a in self.accounts], "account id")
+        return self
+
+    # lookups used across rooms ---------------------------------------------------------
+    def account(self, account_id: str) -> AccountConfig:
+        for a in self.accounts:
+            if a.id == account_id:
+                return a
+        raise KeyError(account_id)
+
+    def form(self, form_id: str) -> tuple[AccountConfig, FormConfig] | None:
+        """Find a form by its id; ids may also be written ``account/form``."""
+        acc_id, sep, fid = form_id.rpartition("/")
+        for a in self.accounts:
+            if sep and a.id != acc_id:
+                continue
+            for f in a.forms:
+                if f.id == fid:
+                    return a, f
+        return None
+
+    def mailboxes(self) -> Iterator[tuple[AccountConfig, MailboxConfig]]:
+        for a in self.accounts:
+            for m in a.mailboxes:
+                yield a, m
+
+    def mailbox_account(self, address: str) -> AccountConfig | None:
+        address = address.lower()
+        for a, m in self.mailboxes():
+            if m.address == address:
+                return a
+        return None
+
+
+def _no_duplicates(values: list[str], what: str) -> None:
+    seen: set[str] = set()
+    for v in values:
+        if v in seen:
+            raise ValueError(f"duplicate {what}: {v!r}")
+        seen.add(v)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used. ``problems`` holds (location, message) pairs."""
+
+    def __init__(self, path: Path, problems: list[tuple[str, str]]):
+        self.path = path
+        self.problems = problems
+        lines = [f"{path}: {loc}: {msg}" if loc else f"{path}: {msg}" for loc, msg in problems]
+        super().__init__("\n".join(lines))
+
+
+def _location(loc: tuple[int | str, ...], data: dict[str, Any]) -> str:
+    """Render a pydantic error location the way it is written in TOML: accounts[0].forms[1].id."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def config_from_dict(data: dict[str, Any], path: Path = Path("<config>")) -> Config:
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append((_location(tuple(err["loc"]), data), msg))
+        raise ConfigError(path, problems) from None
+    cfg.source_path = path
+    return cfg
+
+
+def load_config(path: Path | str = DEFAULT_CONFIG_PATH) -> Config:
+    """Read and validate a TOML config; raises ConfigError naming every problem."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        msg = "file not found (create one with `postwatch init`)"
+        raise ConfigError(path, [("", msg)]) from None
+    except OSError as exc:
+        raise ConfigError(path, [("", f"cannot read: {exc.strerror}")]) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, [("", f"not UTF-8 text (byte {exc.start})")]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, [("", f"TOML syntax: {exc}")]) from None
+    cfg = config_from_dict(data, path)
+    return cfg
+
+
+def resolve_path(cfg: Config, p: Path | str) -> Path:
+    """Paths in the config are relative to the config file's folder."""
+    p = Path(p)
+    if p.is_absolute() or cfg.source_path is None:
+        return p
+    return cfg.source_path.parent / p
+
+
+SAMPLE_CONFIG = """\
+# postwatch configuration. Every option is documented in docs/CONFIG.md.
+
+[server]
+listen = "127.0.0.1:8025"
+
+[database]
+url = "sqlite:///data/postwatch.db"     # or postgresql+psycopg://user@host/db
+
+[smtp]                                   # how postwatch sends the form mails
+host = "127.0.0.1"
+port = 25
+sender = "postwatch@localhost.localdomain"
+security = "none"                        # none | starttls | tls
+# username = "postwatch"
+# password_env = "POSTWATCH_SMTP_PASSWORD"
+
+[[accounts]]
+id = "example"
+name = "Example customer"
+
+[[accounts.forms]]
+id = "contact"
+recipients = ["info@example.org"]
+fallback = ["owner@example.net"]         # gets the lead too when a recipient cannot take it
+redirect = "https://example.org/thank-you"
+"""

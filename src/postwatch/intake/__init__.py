@@ -1,0 +1,1 @@
+"""Form intake: HTTP endpoint, spam defences, and the durable store of submissions."""

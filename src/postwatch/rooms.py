@@ -1,0 +1,51 @@
+"""Discovery of the rooms' plug-in points, so the edges (cli.py, app.py) stay thin.
+
+Each room may provide, all optional:
+- ``postwatch.<room>.commands.register(app: typer.Typer) -> None``  CLI commands
+- ``postwatch.<room>.http.routes(config, db) -> fastapi.APIRouter``  HTTP routes
+- ``postwatch.<room>.service.build_services(config, db) -> list[Service]``  background work
+A room that lacks one of these modules is skipped; a module that fails to import is an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+from types import ModuleType
+from typing import Protocol
+
+ROOMS = (
+    "intake",
+    "delivery",
+    "watch",
+    "bounces",
+    "forensics",
+    "capacity",
+    "flow",
+    "alerts",
+    "web",
+)
+
+
+class Service(Protocol):
+    """Background work run by ``postwatch serve`` / ``postwatch worker``.
+
+    ``run`` returns when ``stop`` is set, after finishing (or safely abandoning) the work in hand.
+    """
+
+    name: str
+
+    async def run(self, stop: asyncio.Event) -> None: ...
+
+
+def room_modules(kind: str) -> list[ModuleType]:
+    """Import ``postwatch.<room>.<kind>`` for every room that has it."""
+    found = []
+    for room in ROOMS:
+        name = f"postwatch.{room}.{kind}"
+        try:
+            found.append(importlib.import_module(name))
+        except ModuleNotFoundError as exc:
+            if exc.name not in (name, f"postwatch.{room}"):
+                raise
+    return found

@@ -1,0 +1,125 @@
+"""The store: one SQLAlchemy engine on SQLite (default, WAL, fsync on commit) or PostgreSQL.
+
+``Database.session()`` is the unit of work: it commits when the block ends without an error and
+rolls back otherwise. On SQLite every writing transaction starts with ``BEGIN IMMEDIATE`` so two
+writers never deadlock on a lock upgrade; ``session(readonly=True)`` uses a deferred BEGIN.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+
+class StoreUnavailable(Exception):
+    """The database cannot be reached or written; callers must not acknowledge data."""
+
+
+def normalise_url(url: str, base_dir: Path | None = None) -> str:
+    """Make relative SQLite paths relative to ``base_dir`` (the config file's folder)."""
+    u = make_url(url)
+    if u.get_backend_name() == "sqlite" and u.database and u.database != ":memory:":
+        p = Path(u.database)
+        if not p.is_absolute() and base_dir is not None:
+            p = base_dir / p
+        return str(u.set(database=str(p.resolve())))
+    if u.get_backend_name() == "postgresql" and u.drivername == "postgresql":
+        return str(u.set(drivername="postgresql+psycopg"))
+    return url
+
+
+class Database:
+    def __init__(self, url: str, *, base_dir: Path | None = None, echo: bool = False) -> None:
+        self.url = normalise_url(url, base_dir)
+        u = make_url(self.url)
+        self.dialect = u.get_backend_name()
+        kwargs: dict[str, Any] = {"echo": echo, "future": True}
+        if self.dialect == "sqlite":
+            if u.database and u.database != ":memory:":
+                Path(u.database).parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        else:
+            kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
+        self.engine: Engine = create_engine(self.url, **kwargs)
+        if self.dialect == "sqlite":
+            _sqlite_setup(self.engine)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._ro_engine = self.engine.execution_options(postwatch_readonly=True)
+        self._ro_sessions = sessionmaker(self._ro_engine, expire_on_commit=False)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect == "sqlite"
+
+    @contextmanager
+    def session(self, *, readonly: bool = False) -> Iterator[Session]:
+        factory = self._ro_sessions if readonly else self._sessions
+        try:
+            with factory() as s:
+                try:
+                    yield s
+                    if not readonly:
+                        s.commit()
+                except BaseException:
+                    s.rollback()
+                    raise
+        except OperationalError as exc:
+            raise StoreUnavailable(str(exc.orig) if exc.orig else str(exc)) from exc
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest version of every room (Alembic ``upgrade heads``)."""
+        from alembic import command
+        from alembic.config import Config as AlembicConfig
+
+        cfg = AlembicConfig()
+        loc = importlib.resources.files("postwatch.store") / "migrations"
+        cfg.set_main_option("script_location", str(loc))
+        with self.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "heads")
+
+    def ping(self) -> None:
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except OperationalError as exc:
+            raise StoreUnavailable(str(exc.orig)) from exc
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _sqlite_setup(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # take transaction control away from pysqlite so BEGIN is ours
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        # FULL: every commit is fsync'd in WAL mode too; nothing acknowledged is lost on power cut
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        if conn.get_execution_options().get("postwatch_readonly"):
+            conn.exec_driver_sql("BEGIN")
+        else:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def database_from_config(cfg: Any) -> Database:
+    """Build the Database of a loaded ``postwatch.config.Config``."""
+    base = cfg.source_path.parent if cfg.source_path is not None else Path(os.getcwd())
+    return Database(cfg.database.url, base_dir=base)
