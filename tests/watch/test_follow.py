@@ -1,4 +1,4 @@
-"""The file follower: tail -F semantics, rotation, truncation, restart without loss or duplicates."""
+"""The file follower: tail -F, rotation, truncation, restart without loss or duplicates."""
 
 from __future__ import annotations
 

@@ -116,7 +116,7 @@ async def test_listener_udp_and_tcp() -> None:
             ("127.0.0.1", lst.udp_port),
         )
         udp.close()
-        reader, writer = await asyncio.open_connection("127.0.0.1", lst.tcp_port)
+        _reader, writer = await asyncio.open_connection("127.0.0.1", lst.tcp_port)
         m1 = b"<22>1 2026-11-29T18:01:02Z mx2 postfix/lmtp 7 - - first"
         m2 = b"<22>Nov  9 08:07:06 mx2 postfix/lmtp[7]: second"
         writer.write(b"%d %s" % (len(m1), m1) + m2 + b"\n" + b"garbage without pri\n")

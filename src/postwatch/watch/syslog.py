@@ -114,8 +114,8 @@ def parse_syslog(
             else:
                 return None
         ts, host, app, procid, _msgid, tail = parts
-        time = now if ts == "-" else _parse_3339(ts)
-        if time is None:
+        stamp = now if ts == "-" else _parse_3339(ts)
+        if stamp is None:
             return None
         msg = _skip_sd(tail)
         if msg is None:
@@ -123,7 +123,7 @@ def parse_syslog(
         msg = msg[1:] if msg.startswith(" ") else msg
         msg = msg.removeprefix("\ufeff")
         return SyslogMessage(
-            pri >> 3, pri & 7, time, _nil(host), _nil(app), _nil(procid), msg, "rfc5424"
+            pri >> 3, pri & 7, stamp, _nil(host), _nil(app), _nil(procid), msg, "rfc5424"
         )
     # RFC 3164 (BSD): TIMESTAMP HOSTNAME TAG: MSG; rsyslog may send an RFC 3339 timestamp
     time: datetime | None = None
