@@ -223,10 +223,9 @@ def build_services(config: Config, db: Database) -> list[Service]:
     services: list[Any] = [MaillogService(config, db, m) for m in config.maillogs]
     if config.syslog is not None:
         services.append(SyslogService(config, db))
-    with contextlib.suppress(ImportError):
-        from postwatch.bounces.imap import build_bounce_services
+    from postwatch.bounces.imap import build_bounce_services
 
-        services.extend(build_bounce_services(config, db))
+    services.extend(build_bounce_services(config, db))
     return services
 
 
