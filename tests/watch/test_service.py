@@ -143,3 +143,35 @@ async def test_build_services_and_syslog_both_rfcs(tmp_path: Path, db: Database)
     failed = events(db, "delivery_failed")[0]
     assert failed.data["source"] == "syslog:mx1" and failed.data["reason"] == "mailbox_full"
     assert events(db, "mailbox_recovered")[0].data["source"] == "syslog:mx2"
+
+
+async def test_watch_status_cli(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from postwatch.cli import app
+
+    log = tmp_path / "mail.log"
+    log.write_text("")
+    cfg_path = tmp_path / "postwatch.toml"
+    cfg_path.write_text(
+        f'[database]\nurl = "sqlite:///{tmp_path / "pw.db"}"\n'
+        f'[[maillogs]]\npath = "{log}"\nformat = "postfix"\n'
+    )
+    from postwatch.config import load_config
+
+    cfg = load_config(cfg_path)
+    db = Database(cfg.database.url)
+    db.migrate()
+    svc = MaillogService(cfg, db, cfg.maillogs[0])
+    stop, task = await run_service(svc)
+    append(log, L.noise(30))
+    await asyncio.sleep(0.3)
+    stop.set()
+    await task
+    res = CliRunner().invoke(app, ["watch-status", "--config", str(cfg_path), "--json"])
+    assert res.exit_code == 0, res.output
+    import json
+
+    row = json.loads(res.output)
+    assert row["offset"] == log.stat().st_size and row["behind_bytes"] == 0
+    assert row["lines"] == 30
