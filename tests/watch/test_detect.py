@@ -69,3 +69,29 @@ def test_processor_never_raises(lines: list[str]) -> None:
     proc = LineProcessor(WATCHED, source="x", fmt="auto")
     proc.feed(lines)
     proc.feed(L.bounced_full(L.qid()) + lines)
+
+
+EXIM = [
+    "2026-11-29 09:14:03 1vPzYQ-0004xY-2c <= web@example.test H=web1 [192.0.2.10] P=esmtp "
+    "S=2412 id=sub-1@example.test for info@gym.example",
+    "2026-11-29 09:14:03 1vPzYQ-0004xY-2c == info@gym.example R=virtual_user "
+    "T=virtual_delivery defer (-22): mailbox is full",
+    "2026-11-29 09:44:03 1vPzYR-0004xZ-3d <= web@example.test H=web1 [192.0.2.10] P=esmtp "
+    "S=2412 for info@gym.example",
+    "2026-11-29 09:44:04 1vPzYR-0004xZ-3d => info@gym.example R=virtual_user "
+    "T=virtual_delivery",
+    "2026-11-29 09:44:04 1vPzYR-0004xZ-3d Completed",
+]
+
+
+def test_exim_main_log(db: Database) -> None:
+    proc = LineProcessor(WATCHED, source="file:/var/log/exim4/mainlog", fmt="auto")
+    obs = proc.feed(EXIM)
+    assert [(o.kind, o.data.get("reason")) for o in obs] == [
+        ("failed", "mailbox_full"),
+        ("delivered", None),
+    ]
+    assert obs[0].data["permanent"] is False and obs[0].data["outcome"] == "deferred"
+    with db.session() as s:
+        store_observations(s, obs)
+    assert kinds(db) == ["mailbox_full", "delivery_failed", "mailbox_recovered"]
