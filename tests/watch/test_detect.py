@@ -95,3 +95,17 @@ def test_exim_main_log(db: Database) -> None:
     with db.session() as s:
         store_observations(s, obs)
     assert kinds(db) == ["mailbox_full", "delivery_failed", "mailbox_recovered"]
+
+
+def test_dovecot_log_quota_failure_opens_an_episode(db: Database) -> None:
+    proc = LineProcessor(WATCHED, source="file:dovecot.log", fmt="dovecot")
+    line = (
+        "Nov 29 18:23:18 lmtp(info@gym.example)<10403><qDvsNJZtDGujKAAAg+zDdQ>: Info: "
+        "msgid=<20261129182318.D85EA20C39B@mail.pw.test>: save failed to INBOX: "
+        "Quota exceeded (mailbox for user is full)"
+    )
+    obs = proc.feed([line, line])
+    assert [o.kind for o in obs] == ["full", "full"]
+    with db.session() as s:
+        store_observations(s, obs)
+    assert kinds(db) == ["mailbox_full"]
