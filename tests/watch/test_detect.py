@@ -78,8 +78,7 @@ EXIM = [
     "T=virtual_delivery defer (-22): mailbox is full",
     "2026-11-29 09:44:03 1vPzYR-0004xZ-3d <= web@example.test H=web1 [192.0.2.10] P=esmtp "
     "S=2412 for info@gym.example",
-    "2026-11-29 09:44:04 1vPzYR-0004xZ-3d => info@gym.example R=virtual_user "
-    "T=virtual_delivery",
+    "2026-11-29 09:44:04 1vPzYR-0004xZ-3d => info@gym.example R=virtual_user T=virtual_delivery",
     "2026-11-29 09:44:04 1vPzYR-0004xZ-3d Completed",
 ]
 

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import smtplib
+import stat
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
 
 import imapclient
 import pytest
@@ -80,3 +86,29 @@ def test_quota_warning_hook_runs(mailstack: MailStack) -> None:
     assert [ln.split()[2] for ln in lines if INFO in ln] == ["80", "95", "80"]
     assert lines[-1].endswith(" below")
     mailstack.empty(INFO)
+
+
+def test_custom_users_bulk_and_hook_command(
+    mailstack_factory: Callable[..., MailStack],
+) -> None:
+    """The capacity watch's use: many mailboxes, and the hook calling a command."""
+    hookdir = Path(tempfile.mkdtemp(prefix="pwms-hook-", dir="/tmp"))
+    hookdir.chmod(0o777)
+    out = hookdir / "calls.txt"
+    cmd = hookdir / "hook.sh"
+    cmd.write_text(f'#!/bin/sh\necho "$@" >> {out}\n')
+    cmd.chmod(cmd.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    stack = mailstack_factory(
+        users=[("small@tiny.example", "pw-small", "100K")],
+        bulk=30,
+        bulk_quota="5M",
+        quota_warning_command=f"{cmd} quota-warning",
+    )
+    assert len(stack.users) == 31
+    assert stack.quota("user00030@bulk.example") == (0, 5 * 1024)
+    assert stack.quota("small@tiny.example") == (0, 100)
+    since = 0
+    stack.fill("small@tiny.example", percent=85)
+    stack.wait_log(r"quota-warning --user small@tiny\.example --percent 80$", since=since, log=out)
+    assert os.path.getsize(out) > 0
+    shutil.rmtree(hookdir)
