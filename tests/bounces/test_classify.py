@@ -135,3 +135,51 @@ def test_analyse_never_raises_on_damaged_bounces(idx: int, cut: int, junk: bytes
 @given(st.binary(max_size=2000))
 def test_analyse_never_raises_on_any_bytes(data: bytes) -> None:
     analyse(parse_bytes(data))
+
+
+_local = st.text(
+    alphabet="abcdefghijklmnopqrstuvwxyz0123456789._-", min_size=1, max_size=12
+).filter(lambda s: s[0].isalnum() and s[-1].isalnum() and ".." not in s)
+_rcpt = st.tuples(
+    _local,
+    st.sampled_from(["gym.example", "mail.example.test", "x-y.example"]),
+    st.sampled_from(["failed", "delayed", "delivered"]),
+    st.integers(min_value=0, max_value=7),
+    st.integers(min_value=0, max_value=9),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(rcpts=st.lists(_rcpt, min_size=1, max_size=6, unique_by=lambda r: (r[0], r[1])))
+def test_dsn_round_trip(rcpts: list[tuple[str, str, str, int, int]]) -> None:
+    """A DSN built from random recipients parses back to exactly its failed/delayed ones."""
+    blocks = []
+    want = []
+    for local, domain, action, subject, detail in rcpts:
+        cls = {"failed": 5, "delayed": 4, "delivered": 2}[action]
+        status = f"{cls}.{subject}.{detail}"
+        addr = f"{local}@{domain}"
+        blocks.append(
+            f"Final-Recipient: rfc822; {addr}\nAction: {action}\nStatus: {status}\n"
+            f"Diagnostic-Code: smtp; {cls}50 {status} something about {addr}\n"
+        )
+        if action != "delivered":
+            want.append((addr, status, action, action == "failed"))
+    raw = (
+        "From: MAILER-DAEMON@mail.example\nTo: web@example.test\nSubject: report\n"
+        "MIME-Version: 1.0\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="BB"\n\n'
+        "--BB\nContent-Type: text/plain\n\nreport\n\n--BB\n"
+        "Content-Type: message/delivery-status\n\nReporting-MTA: dns; mail.example\n\n"
+        + "\n".join(blocks)
+        + "\n--BB--\n"
+    )
+    report = analyse(parse_bytes(raw.encode()))
+    got = sorted((f.recipient, f.status, f.action, f.permanent) for f in report.failures)
+    assert got == sorted(want)
+    if not want:
+        assert report.kind is MessageKind.DELIVERY_RECEIPT
+    elif any(w[2] == "failed" for w in want):
+        assert report.kind is MessageKind.BOUNCE
+    else:
+        assert report.kind is MessageKind.DELAY
