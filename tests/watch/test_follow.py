@@ -57,7 +57,7 @@ def test_file_that_appears_later_is_read_from_its_start(tmp_path: Path) -> None:
 def test_rename_rotation(tmp_path: Path) -> None:
     log = tmp_path / "mail.log"
     log.write_text("")
-    f = Follower(log)
+    f = Follower(log, rotate_grace=0)
     append(log, "1\n2\n")
     assert drain(f) == ["1", "2"]
     append(log, "3\n4")  # the last line is incomplete when rotation happens
@@ -67,6 +67,30 @@ def test_rename_rotation(tmp_path: Path) -> None:
     assert f.rotations == 1
     append(log, "6\n")
     assert drain(f) == ["6"]
+
+
+def test_writer_still_appending_to_the_rotated_file(tmp_path: Path) -> None:
+    """logrotate renames first and tells the writer to reopen after: late lines are kept."""
+    log = tmp_path / "mail.log"
+    log.write_text("")
+    f = Follower(log, rotate_grace=0.3)
+    append(log, "1\n2")
+    assert drain(f) == ["1"]
+    old = tmp_path / "mail.log.1"
+    os.rename(log, old)
+    log.write_text("new 1\n")
+    assert drain(f) == ["new 1"]
+    append(old, " end\nlate 3\nlate 4 partial")  # the writer has not reopened yet
+    assert drain(f) == ["2 end", "late 3"]
+    append(log, "new 2\n")
+    assert drain(f) == ["new 2"]
+    import time
+
+    time.sleep(0.35)
+    assert drain(f) == ["late 4 partial"]
+    append(old, "too late\n")
+    assert drain(f) == []
+    f.close()
 
 
 def test_copytruncate(tmp_path: Path) -> None:
@@ -164,7 +188,7 @@ def test_property_every_line_exactly_once(tmp_path_factory: object, ops: list) -
     d = Path(tempfile.mkdtemp(dir=str(tmp_path_factory.getbasetemp())))  # type: ignore[attr-defined]
     log = d / "mail.log"
     log.write_text("")
-    f = Follower(log)
+    f = Follower(log, rotate_grace=0)
     assert drain(f) == []
     written: list[str] = []
     partial = ""
@@ -192,7 +216,7 @@ def test_property_every_line_exactly_once(tmp_path_factory: object, ops: list) -
             got.extend(drain(f))
             pos = f.position
             f.close()
-            f = Follower(log, pos)
+            f = Follower(log, pos, rotate_grace=0)
         else:
             got.extend(drain(f))
     append(log, "\n")

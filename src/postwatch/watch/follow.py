@@ -14,7 +14,10 @@ It copes with:
 - copytruncate: a file that became shorter than the position is read again from its start;
 - a file that does not exist yet, or disappears for a while: it is read from its start when it
   (re)appears;
-- a partial last line: kept back until its newline arrives (or the file is rotated away).
+- a partial last line: kept back until its newline arrives (or the file is rotated away);
+- a writer that still appends to the old file for a moment after the rename (until logrotate's
+  postrotate tells it to reopen): the old file stays open and is read for ``rotate_grace``
+  seconds after the switch.
 
 A file found for the first time when following starts (no stored position) is read from its end
 by default (``start="end"``), like ``tail -F``: the watch is about what happens from now on;
@@ -26,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +64,7 @@ class Follower:
         *,
         start: Literal["end", "beginning"] = "end",
         read_size: int = READ_SIZE,
+        rotate_grace: float = 5.0,
     ) -> None:
         self.path = Path(path)
         self._stored = position
@@ -71,6 +76,9 @@ class Follower:
         self._read_offset = 0  # bytes read from the file so far
         self._buf = b""  # a partial line read but not handed out
         self._notes: list[str] = []
+        self.rotate_grace = rotate_grace
+        # the rotated-away file, still read for a while: fd, partial line, deadline, path
+        self._old: tuple[int, bytes, float, Path] | None = None
         self.rotations = 0
         self.truncations = 0
         if position is None and start == "end":
@@ -91,10 +99,17 @@ class Follower:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+        if self._old is not None:
+            os.close(self._old[0])
+            self._old = None
 
     # -------------------------------------------------------------------------------- poll
     def poll(self) -> Chunk | None:
         """Read what is there now; None when there is nothing new. Never blocks."""
+        if self._old is not None:
+            late = self._read_old()
+            if late:
+                return self._chunk(late, path=self._old[3] if self._old else None)
         if self._fd is None and not self._open():
             return None
         lines = self._read_lines()
@@ -117,25 +132,69 @@ class Follower:
             return None
         if (st.st_dev, st.st_ino) == self._ident:
             return None
-        # rotated away: hand out a last partial line, then go on with the new file
-        tail = [self._decode(self._buf)] if self._buf else []
-        self._buf = b""
-        self.close()
+        # rotated away: go on with the new file; keep reading the old one for a grace period
+        # (then hand out its last partial line), or hand that line out now without a grace
+        old_fd, old_buf, old_path = self._fd, self._buf, self._reading
+        self._fd = None
+        if not self._open_new(0):  # the new file vanished again: stay with the old one
+            self._fd, self._buf, self._reading = old_fd, old_buf, old_path
+            return None
+        tail = self._flush_old() if self._old is not None else []
+        if self.rotate_grace > 0:
+            self._old = (old_fd, old_buf, time.monotonic() + self.rotate_grace, old_path)
+        else:
+            if old_buf:
+                tail.append(self._decode(old_buf))
+            os.close(old_fd)
         self.rotations += 1
         self._notes.append("rotated")
         self._stored = None
-        if not self._open_new(0):
-            return self._chunk(tail) if tail else None
         lines = tail + self._read_lines()
         return self._chunk(lines)
 
-    def _chunk(self, lines: list[str]) -> Chunk | None:
+    def _chunk(self, lines: list[str], path: Path | None = None) -> Chunk | None:
         pos = self.position
         assert pos is not None
         notes, self._notes = self._notes, []
         if not lines and not notes:
             return None
-        return Chunk(lines, pos, self._reading, notes)
+        return Chunk(lines, pos, path or self._reading, notes)
+
+    def _read_old(self) -> list[str]:
+        """Late lines of the rotated-away file; closes it after the grace period."""
+        assert self._old is not None
+        fd, buf, deadline, path = self._old
+        lines: list[str] = []
+        data = os.read(fd, self._read_size)
+        if data:
+            buf += data
+            cut = buf.rfind(b"\n")
+            if cut >= 0:
+                lines = buf[:cut].decode("utf-8", "replace").split("\n")
+                lines = [ln.rstrip("\r") for ln in lines]
+                buf = buf[cut + 1 :]
+        self._old = (fd, buf, deadline, path)
+        if time.monotonic() >= deadline:
+            lines += self._flush_old()
+        elif lines:
+            self._notes.append("late")
+        return lines
+
+    def _flush_old(self) -> list[str]:
+        assert self._old is not None
+        fd, buf, _deadline, _path = self._old
+        rest = os.read(fd, self._read_size)
+        while rest:
+            buf += rest
+            rest = os.read(fd, self._read_size)
+        os.close(fd)
+        self._old = None
+        if not buf:
+            return []
+        lines = buf.decode("utf-8", "replace").split("\n")
+        if lines[-1] == "":
+            lines.pop()
+        return [ln.rstrip("\r") for ln in lines]
 
     # ---------------------------------------------------------------------------- opening
     def _open(self) -> bool:
