@@ -157,6 +157,12 @@ class IntakeConfig(Model):
     max_attachment_kb: int = Field(default=5120, ge=1)
     rate_limit: int = Field(default=20, ge=0, description="submissions per IP per minute; 0 = off")
     honeypot_field: str = "_gotcha"
+    max_fields: int = Field(default=200, ge=1)
+    max_field_name_chars: int = Field(default=200, ge=1, le=1000)
+    max_field_value_chars: int = Field(default=65536, ge=1)
+    max_attachments: int = Field(default=10, ge=0)
+    batch_max: int = Field(default=256, ge=1, le=10000)
+    purge_every: Duration = timedelta(hours=1)
 
 
 # --------------------------------------------------------------------------- accounts
