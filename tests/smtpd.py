@@ -19,6 +19,7 @@ then given to RCPT TO):
 - ``unknown``: RCPT TO answered ``550 5.1.1 User unknown``
 - ``shutdown``: end of DATA answered ``421 4.3.2 Service shutting down``
 - ``drop``: the connection is cut after the data arrived, before any reply (mid-DATA)
+- ``slow``: the end of DATA is accepted, but only after ``stall_seconds``
 - ``stall``: no answer to the end of DATA for ``stall_seconds`` (client timeouts), then 451
 - ``refuse_mail``: MAIL FROM answered ``550 5.7.1 Sender rejected`` (about the sender)
 
@@ -54,7 +55,7 @@ REPLIES = {
     "shutdown": ("data", "421 4.3.2 Service shutting down, closing transmission channel"),
     "refuse_mail": ("mail", "550 5.7.1 Sender rejected"),
 }
-FAULTS = ("accept", "drop", "stall", *REPLIES)
+FAULTS = ("accept", "drop", "stall", "slow", *REPLIES)
 
 
 @dataclass
@@ -131,6 +132,8 @@ class _Handler:
             self.sink._attempt(rcpt, "data", "(stalled)")
             await asyncio.sleep(self.sink.stall_seconds)
             return "451 4.3.0 stalled too long"
+        if fault == "slow":
+            await asyncio.sleep(self.sink.stall_seconds)
         data = envelope.original_content or b""
         msg = email.message_from_bytes(data, policy=email.policy.default)
         assert isinstance(msg, EmailMessage)
