@@ -194,8 +194,11 @@ class SmtpSink:
             else:
                 raise ValueError(f"secure must be none, starttls or tls, not {secure!r}")
         if auth is not None:
-            kwargs.update(authenticator=self._authenticate, auth_required=True)
-            if secure == "none":
+            kwargs.update(authenticator=self._authenticate, auth_required=secure == "starttls")
+            if secure != "starttls":
+                # aiosmtpd only counts STARTTLS as TLS and would not offer AUTH over implicit
+                # TLS (nor on plain text); it then cannot also *require* AUTH without a warning,
+                # so check ``sink.auth_seen`` in such tests.
                 kwargs.update(auth_require_tls=False)
         self.controller = _Controller(
             _Handler(self), hostname=hostname, port=0, ready_timeout=10, **kwargs
