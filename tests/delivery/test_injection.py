@@ -159,7 +159,9 @@ text = st.text(
 ) | st.sampled_from(NASTY)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(name=text, subj=text, mail=text, body=text, key=text)
 def test_compose_property_no_new_headers(
     tmp_path: Path, name: str, subj: str, mail: str, body: str, key: str

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy import select
@@ -69,7 +69,9 @@ async def test_mailbox_full_live_fallback_then_recovery(
     assert all(jobs(db, sid)[INFO].state == "delivered" for sid in sids)
 
 
-async def test_wake_beats_the_poll(tmp_path: Path, sqlite_db: Database, smtp_sink: SmtpSink) -> None:
+async def test_wake_beats_the_poll(
+    tmp_path: Path, sqlite_db: Database, smtp_sink: SmtpSink
+) -> None:
     cfg = delivery_config(tmp_path, smtp_sink, sqlite_db, poll_interval="10m", workers=1)
     async with workers_running(cfg, sqlite_db):
         await asyncio.sleep(0.3)  # the worker found nothing and sleeps for its 10 minutes
@@ -101,7 +103,9 @@ def _sending(db: Database) -> bool:
         return s.scalar(select(DeliveryJob.id).where(DeliveryJob.state == "sending")) is not None
 
 
-async def test_stop_releases_claims(tmp_path: Path, sqlite_db: Database, smtp_sink: SmtpSink) -> None:
+async def test_stop_releases_claims(
+    tmp_path: Path, sqlite_db: Database, smtp_sink: SmtpSink
+) -> None:
     cfg = delivery_config(tmp_path, smtp_sink, sqlite_db, workers=2)
     async with workers_running(cfg, sqlite_db):
         await asyncio.sleep(0.2)
