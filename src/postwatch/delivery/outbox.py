@@ -182,12 +182,14 @@ def record(
                 job.id, job.state, job.claimed_by, reply.line,
             )
             return Outcome("lost")
-        outcome = _apply(s, config, job, reply, now)
+        outcome = _apply(s, config, job, reply, now, worker)
         _update_submission_status(s, job.submission_id)
         return outcome
 
 
-def _apply(s: Session, config: Config, job: DeliveryJob, reply: Reply, now: datetime) -> Outcome:
+def _apply(
+    s: Session, config: Config, job: DeliveryJob, reply: Reply, now: datetime, worker: str
+) -> Outcome:
     d = config.delivery
     job.attempts += 1
     job.claimed_by = None
@@ -206,6 +208,7 @@ def _apply(s: Session, config: Config, job: DeliveryJob, reply: Reply, now: date
         "reply": reply.line,
         "message_id": job.message_id,
         "stage": reply.stage,
+        "worker": worker,
     }
 
     def attempt_event(result: str) -> None:
