@@ -112,3 +112,15 @@ async def test_stop_releases_claims(
     # nothing claimed by a stopped process stays claimed
     with sqlite_db.session(readonly=True) as s:
         assert s.scalar(select(DeliveryJob.id).where(DeliveryJob.claimed_by.is_not(None))) is None
+
+
+def test_check_config(tmp_path: Path, smtp_sink: SmtpSink) -> None:
+    from postwatch.delivery.checks import check
+
+    ok = delivery_config(tmp_path, smtp_sink)
+    assert check(ok) == []
+    bad = delivery_config(tmp_path, smtp_sink, lease="2s", retry_base="2h",
+                          full_retry_every="8d")
+    problems = "\n".join(check(bad))
+    assert "delivery.lease" in problems and "retry_base" in problems
+    assert "full_retry_every" in problems

@@ -61,6 +61,10 @@ def _due(now: datetime) -> Any:
 def claim(db: Database, worker: str, lease: timedelta, limit: int = 1) -> list[Claimed]:
     """Claim up to ``limit`` due jobs for ``worker``; returns what is needed to send them."""
     now = utcnow()
+    # a cheap read first: an idle poll must not take SQLite's write lock (nor fsync)
+    with db.session(readonly=True) as s:
+        if s.scalar(select(DeliveryJob.id).where(_due(now)).limit(1)) is None:
+            return []
     with db.session() as s:
         q = select(DeliveryJob.id).where(_due(now)).order_by(DeliveryJob.next_attempt_at)
         q = q.limit(limit)

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
 
 from postwatch.config import Config
@@ -81,7 +82,7 @@ class DeliveryWorker:
             )
         else:
             reply = send(self.config.smtp, msg, self.config.smtp.sender, job.mail.recipient)
-        outcome = record(self.db, self.config, self.id, job, reply)
+        outcome = self._record(job, reply)
         log.info(
             "job %s %s -> %s (%s): %s", job.job_id, job.mail.recipient, outcome.result,
             outcome.reason or "ok", reply.line,
@@ -89,6 +90,23 @@ class DeliveryWorker:
         if outcome.result == "delivered":
             self.sent += 1
         return outcome
+
+
+    def _record(self, job: Claimed, reply: Reply) -> Outcome:
+        """Record the result; if the store is briefly down, keep trying for half the lease so a
+        mail that went out is not sent again (after the lease, another worker would resend it
+        with the same Message-ID)."""
+        give_up = time.monotonic() + self.config.delivery.lease.total_seconds() / 2
+        delay = 0.5
+        while True:
+            try:
+                return record(self.db, self.config, self.id, job, reply)
+            except StoreUnavailable as exc:
+                if time.monotonic() + delay > give_up:
+                    raise
+                log.warning("job %s: cannot record the result yet (%s); retrying", job.job_id, exc)
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
 
 async def _wait_any(stop: asyncio.Event, woken: asyncio.Event, timeout: float) -> None:
