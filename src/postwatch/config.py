@@ -134,6 +134,8 @@ class SmtpConfig(SecretSource):
     password_file: Path | None = None
     timeout: Duration = timedelta(seconds=30)
     helo: str | None = None
+    #: CA bundle to verify the server's certificate (default: the system's trust store)
+    ca_file: Path | None = None
 
     @model_validator(mode="after")
     def _secret(self) -> SmtpConfig:
