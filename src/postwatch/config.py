@@ -260,12 +260,32 @@ class SyslogConfig(Model):
     )
 
 
-class CapacityConfig(Model):
+class CapacityConfig(SecretSource):
     poll_every: Duration = timedelta(minutes=5)
     levels: list[int] = Field(default_factory=lambda: [80, 90, 95])
     ok_margin: float = 5.0
     forecast_horizon: Duration = timedelta(hours=72)
     forecast_window: Duration = timedelta(days=14)
+    # documented in docs/config/capacity.md
+    scan_every: Duration = timedelta(hours=1)
+    source_timeout: Duration = timedelta(seconds=20)
+    imap_concurrency: int = Field(default=32, ge=1, le=512)
+    largest: int = Field(default=20, ge=1, le=1000)
+    hook_token: SecretStr | None = None
+    hook_token_env: str | None = None
+    hook_token_file: Path | None = None
+
+    @field_validator("levels")
+    @classmethod
+    def _levels(cls, v: list[int]) -> list[int]:
+        if not v or any(not 0 < x < 100 for x in v):
+            raise ValueError("levels must be percentages between 1 and 99")
+        return sorted(set(v))
+
+    @model_validator(mode="after")
+    def _secret(self) -> CapacityConfig:
+        self.hook_token = self._resolve("hook_token")
+        return self
 
 
 class AlertsConfig(SecretSource):
