@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
@@ -44,7 +45,25 @@ class ChannelInfo:
     error: str | None = None
 
 
+_loaded = False
+_load_lock = threading.Lock()
+
+
+def _load_plugins() -> None:
+    """Apprise loads its plug-ins on first use; some import modules that warn (imghdr)."""
+    global _loaded
+    with _load_lock:
+        if _loaded:
+            return
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            apprise.Apprise.instantiate("json://localhost", suppress_exceptions=True)
+        _loaded = True
+
+
 def _instantiate(url: str) -> Any:
+    if not _loaded:
+        _load_plugins()
     return apprise.Apprise.instantiate(url, suppress_exceptions=True)
 
 

@@ -214,7 +214,7 @@ class Engine:
                 state="firing",
                 started_at=ev.at,
                 last_seen_at=ev.at,
-                count=1,
+                count=sig.weight,
                 level=0,
                 announced=False,
                 first_event=ev.id,
@@ -233,7 +233,7 @@ class Engine:
             )
             return
         # grouped: one alert, a count and the newest facts
-        alert.count += 1
+        alert.count += sig.weight
         alert.last_seen_at = max(alert.last_seen_at, ev.at)
         alert.last_event = ev.id
         alert.data = {**alert.data, **sig.data}
@@ -291,7 +291,8 @@ class Engine:
         open_alerts = list(s.scalars(select(Alert).where(Alert.state.in_(OPEN))))
         # auto-resolve what has no recovery event
         for a in open_alerts:
-            if a.rule in rules.AUTO_RESOLVE and a.last_seen_at + self.config.alerts.resolve_after <= now:
+            quiet_since = a.last_seen_at + self.config.alerts.resolve_after
+            if a.rule in rules.AUTO_RESOLVE and quiet_since <= now:
                 self._resolve(s, a, now, facts={"auto": "no news"})
                 work += 1
         open_alerts = [a for a in open_alerts if a.state in OPEN]
@@ -306,9 +307,8 @@ class Engine:
             if self.suppressed(a, by_subject, db_silences, now):
                 continue
             if not a.announced:
-                for level in range(a.level + 1):
-                    for contact in routing.contacts_for_level(self.config, account, a.concern, level):
-                        self._notify(s, a, account, contact, "fired", now)
+                for contact in self._told_up_to(account, a):
+                    self._notify(s, a, account, contact, "fired", now)
                 a.announced = True
                 a.next_reminder_at = now + self.config.alerts.repeat_every
                 a.next_escalation_at = self._next_escalation(account, a, now)
@@ -316,7 +316,10 @@ class Engine:
                 continue
             if a.next_escalation_at is not None and a.next_escalation_at <= now:
                 a.level += 1
-                for contact in routing.contacts_for_level(self.config, account, a.concern, a.level):
+                level_contacts = routing.contacts_for_level(
+                    self.config, account, a.concern, a.level
+                )
+                for contact in level_contacts:
                     self._notify(s, a, account, contact, "escalated", now)
                 record_event(
                     s,
@@ -329,13 +332,18 @@ class Engine:
                 a.next_escalation_at = self._next_escalation(account, a, now)
                 work += 1
             if a.next_reminder_at is not None and a.next_reminder_at <= now:
-                for level in range(a.level + 1):
-                    for contact in routing.contacts_for_level(self.config, account, a.concern, level):
-                        self._notify(s, a, account, contact, "reminder", now)
+                for contact in self._told_up_to(account, a):
+                    self._notify(s, a, account, contact, "reminder", now)
                 a.next_reminder_at = now + self.config.alerts.repeat_every
                 work += 1
         work += self._digests(s, open_alerts, by_subject, db_silences, now)
         return work
+
+    def _told_up_to(self, account: AccountConfig, a: Alert) -> list[ContactConfig]:
+        out: list[ContactConfig] = []
+        for level in range(a.level + 1):
+            out += routing.contacts_for_level(self.config, account, a.concern, level)
+        return out
 
     def _next_escalation(self, account: AccountConfig, a: Alert, now: datetime) -> datetime | None:
         levels = routing.ladder(self.config, account, a.concern)
@@ -517,7 +525,8 @@ class Engine:
                         continue
                     if self.suppressed(a, by_subject, db_silences, now):
                         continue
-                    items.append(messages.DigestItem(self.facts(s, a), self._full_at(a, by_subject)))
+                    full_at = self._full_at(a, by_subject)
+                    items.append(messages.DigestItem(self.facts(s, a), full_at))
             if not items:
                 continue
             far = datetime.max.replace(tzinfo=now.tzinfo)
@@ -537,7 +546,7 @@ class Engine:
                 when=schedule.describe_digest(spec, lang),
                 accounts=", ".join(accounts),
             )
-            account0, contact0 = entries[0]
+            _account0, contact0 = entries[0]
             s.add(
                 AlertNotification(
                     alert_id=None,

@@ -295,7 +295,7 @@ def render(
     lines.append(f"{t['account']}: {acct}")
     lines.append(f"{t['address']}: {f.subject}")
     counted = t["count"] if f.rule in ("mailbox_full", "delivery") else t["count1"]
-    lines.append(f"{t['since']}: {local(f.started_at, tz)}; " + counted.format(n=f.count))
+    lines.append(f"{t['since']}: {local(f.started_at, tz)}; " + counted.format(n=max(1, f.count)))
     if f.held:
         since = _when(f.held_since or f.started_at, tz, now)
         key = "cost_text" if f.fallback else "cost_nofb"

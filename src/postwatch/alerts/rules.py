@@ -38,6 +38,9 @@ class Signal:
     rules: tuple[str, ...]
     severity: str = "warning"
     data: dict[str, Any] = field(default_factory=dict)
+    #: how much this event adds to the alert's count (an episode start that comes with its
+    #: own ``delivery_failed`` line adds nothing, so 200 lines count 200)
+    weight: int = 1
 
     @property
     def rule(self) -> str:
@@ -98,7 +101,7 @@ def on_mailbox_full(config: Config, ev: EventView) -> list[Signal]:
     if not box or acc is None:
         return []
     facts = _facts(ev.data, *_FAIL_KEYS)
-    return [Signal("fire", acc, "mailbox", box, ("mailbox_full",), "critical", facts)]
+    return [Signal("fire", acc, "mailbox", box, ("mailbox_full",), "critical", facts, weight=0)]
 
 
 def on_mailbox_recovered(config: Config, ev: EventView) -> list[Signal]:
