@@ -438,7 +438,17 @@ class Engine:
         contact: ContactConfig,
         kind: str,
         now: datetime,
-    ) -> AlertNotification:
+    ) -> AlertNotification | None:
+        if kind == "reminder":
+            waiting = s.scalar(
+                select(AlertNotification.id).where(
+                    AlertNotification.alert_id == a.id,
+                    AlertNotification.contact == contact.name,
+                    AlertNotification.state.in_(("pending", "sending")),
+                )
+            )
+            if waiting is not None:
+                return None  # the earlier message has not gone out yet: no reminder on top
         tz = self._tz(contact)
         secret = links.link_secret(self.config, s)
         token = links.make_token(secret, a.id, contact.name, now)
@@ -455,7 +465,8 @@ class Engine:
             escalate_after=_fmt_duration(self.config.alerts.escalate_after),
         )
         not_before = now
-        if a.severity != "critical" or kind == "resolved":
+        # only the start and the escalation of a critical alert break quiet hours
+        if a.severity != "critical" or kind not in ("fired", "escalated"):
             quiet_end = schedule.quiet_until(contact.quiet_hours, tz, now)
             if quiet_end is not None:
                 not_before = quiet_end
