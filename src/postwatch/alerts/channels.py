@@ -47,6 +47,40 @@ class ChannelInfo:
 
 _loaded = False
 _load_lock = threading.Lock()
+#: secret pieces of every channel URL seen in this process, longest first
+_known_secrets: list[str] = []
+
+
+def _remember(url: str, masked: str) -> None:
+    new = [f for f in secret_fragments(url, masked) if f not in _known_secrets]
+    if new:
+        _known_secrets.extend(new)
+        _known_secrets.sort(key=len, reverse=True)
+
+
+def scrub(text: str) -> str:
+    """Replace every known channel secret in ``text`` with ****."""
+    for frag in _known_secrets:
+        if frag in text:
+            text = text.replace(frag, "****")
+    return text
+
+
+_local = threading.local()
+
+
+class _Scrubber(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(_local, "quiet", False):
+            return False  # parsing a URL whose secrets are not known yet
+        msg = record.getMessage()
+        clean = scrub(msg)
+        if clean != msg:
+            record.msg, record.args = clean, None
+        return True
+
+
+_scrubber = _Scrubber()
 
 
 def _load_plugins() -> None:
@@ -55,6 +89,9 @@ def _load_plugins() -> None:
     with _load_lock:
         if _loaded:
             return
+        # Apprise's own log lines can hold secrets (custom headers, tokens in paths at DEBUG):
+        # a filter on its logger scrubs every secret of every channel postwatch has seen.
+        logging.getLogger("apprise").addFilter(_scrubber)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             apprise.Apprise.instantiate("json://localhost", suppress_exceptions=True)
@@ -64,7 +101,11 @@ def _load_plugins() -> None:
 def _instantiate(url: str) -> Any:
     if not _loaded:
         _load_plugins()
-    return apprise.Apprise.instantiate(url, suppress_exceptions=True)
+    _local.quiet = True
+    try:
+        return apprise.Apprise.instantiate(url, suppress_exceptions=True)
+    finally:
+        _local.quiet = False
 
 
 def _fallback_mask(url: str) -> str:
@@ -132,9 +173,11 @@ def describe(url: str, index: int = 0) -> ChannelInfo:
         smtp_host = (getattr(obj, "smtp_host", None) or getattr(obj, "host", None) or "").lower()
         if not recipients:
             recipients = _emails(getattr(obj, "from_addr", None))
+    shown = mask(url, obj)
+    _remember(url, shown)
     return ChannelInfo(
         index,
-        mask(url, obj),
+        shown,
         True,
         scheme,
         frozenset(recipients),
@@ -161,6 +204,7 @@ def send(url: str, title: str, body: str) -> tuple[bool, str | None]:
     """Send one message on one channel. Returns (ok, error); the error text is masked."""
     obj = _instantiate(url)
     shown = mask(url, obj)
+    _remember(url, shown)
     if obj is None:
         return False, f"not an Apprise URL it can use: {shown}"
     ap = apprise.Apprise()
@@ -175,9 +219,7 @@ def send(url: str, title: str, body: str) -> tuple[bool, str | None]:
             text = out.getvalue()
     if ok:
         return True, None
-    error = _last_error(text) or "the channel reported a failure"
-    for frag in secret_fragments(url, shown):
-        error = error.replace(frag, "****")
+    error = scrub(_last_error(text) or "the channel reported a failure")
     return False, error[:500]
 
 

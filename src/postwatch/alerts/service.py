@@ -30,9 +30,6 @@ class AlertService:
         self.interval = config.alerts.poll_interval.total_seconds()
 
     async def run(self, stop: asyncio.Event) -> None:
-        # Apprise logs through its own logger; postwatch records errors itself (masked), so
-        # Apprise's lines (which may name a channel's host or path) stay out of the main log.
-        logging.getLogger("apprise").propagate = False
         while not stop.is_set():
             try:
                 work = await asyncio.to_thread(self.engine.step)
