@@ -589,3 +589,25 @@ async def test_large_attachment_within_the_default_limits(
     with db.session(readonly=True) as s:
         att = s.scalars(select(Attachment)).one()
     assert att.size == len(data) and att.data == data
+
+
+async def test_text_no_store_can_keep_is_400_on_both_stores(
+    client: httpx.AsyncClient, db: Database
+) -> None:
+    """NUL and lone surrogates: PostgreSQL cannot store them, so both stores refuse them alike
+    (a 400 naming the problem, not a 503 from the database)."""
+    form = {"Content-Type": "application/x-www-form-urlencoded", **JSON}
+    cases = [
+        (b"name=a%00b", form, "NUL"),
+        (b"na%00me=x", form, "NUL"),
+        (b'{"name": "a\\u0000b"}', {"Content-Type": "application/json"}, "NUL"),
+        (b'{"name": "\\ud800"}', {"Content-Type": "application/json"}, "surrogate"),
+        (b'{"\\udfff": "x"}', {"Content-Type": "application/json"}, "surrogate"),
+    ]
+    for body, headers, words in cases:
+        r = await client.post("/f/contact", content=body, headers=headers)
+        assert r.status_code == 400, (body, r.text)
+        assert words in r.json()["error"]
+    r = await client.post("/f/contact", files={"msg": (None, b"a\x00b")}, headers=JSON)
+    assert r.status_code == 400
+    assert count(db, Submission) == 0
