@@ -47,28 +47,41 @@ def _settle(outcomes: list[tuple[Any, Stored | BaseException]]) -> None:
 
 
 class GroupCommitter:
+    """``writers`` threads (1 for SQLite, which has one writer anyway; several for PostgreSQL,
+    whose own group commit then overlaps their transactions) share one queue."""
+
     def __init__(
-        self, config: Config, db: Any, *, batch_max: int = 256, idle_seconds: float = 10.0
+        self,
+        config: Config,
+        db: Any,
+        *,
+        batch_max: int = 256,
+        writers: int = 1,
+        idle_seconds: float = 10.0,
     ) -> None:
         self.config = config
         self.db = db
         self.batch_max = batch_max
+        self.writers = max(1, writers)
         self.idle_seconds = idle_seconds
         self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
+        self._live = 0  # writer threads running
         self.batches = 0  # commits done (for tests and the benchmark)
 
     # ------------------------------------------------------------------ callers
 
+    def _start_writer(self) -> None:
+        """With the lock held."""
+        self._live += 1
+        threading.Thread(target=self._run, name="postwatch-intake-writer", daemon=True).start()
+
     def _put(self, item: _Item) -> None:
         with self._lock:
             self._queue.put(item)
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="postwatch-intake-writer", daemon=True
-                )
-                self._thread.start()
+            # one writer for a trickle; more (up to ``writers``) when work queues up
+            if self._live == 0 or (self._live < self.writers and self._queue.qsize() > 1):
+                self._start_writer()
 
     async def submit(self, new: NewSubmission) -> Stored:
         """Store ``new``; returns after the transaction holding it committed."""
@@ -86,12 +99,15 @@ class GroupCommitter:
     # ------------------------------------------------------------------ the writer
 
     def _take(self) -> list[_Item] | None:
+        """The next batch, or None when there was no work for ``idle_seconds`` (the thread
+        then ends; its count is already taken off ``_live``)."""
         try:
             first = self._queue.get(timeout=self.idle_seconds)
         except queue.Empty:
             with self._lock:
                 if self._queue.empty():
-                    return None  # _run's finally lets the next submission start a new writer
+                    self._live -= 1
+                    return None
             first = self._queue.get()
         batch = [first]
         while len(batch) < self.batch_max:
@@ -102,10 +118,12 @@ class GroupCommitter:
         return batch
 
     def _run(self) -> None:
+        counted = True
         try:
             while True:
                 batch = self._take()
                 if batch is None:
+                    counted = False
                     return
                 try:
                     self._write(batch)
@@ -114,13 +132,10 @@ class GroupCommitter:
                     self._resolve(batch, [exc] * len(batch))
         finally:
             with self._lock:
-                if self._thread is threading.current_thread():
-                    self._thread = None
-                    if not self._queue.empty():  # work arrived while we were leaving
-                        self._thread = threading.Thread(
-                            target=self._run, name="postwatch-intake-writer", daemon=True
-                        )
-                        self._thread.start()
+                if counted:
+                    self._live -= 1
+                if self._live == 0 and not self._queue.empty():  # work came as we left
+                    self._start_writer()
 
     def _write(self, batch: list[_Item]) -> None:
         metrics.BATCH_SIZE.observe(len(batch))

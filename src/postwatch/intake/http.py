@@ -76,7 +76,10 @@ class Intake:
         self.limits = Limits.from_config(config.intake)
         self.limiter = RateLimiter(config.intake.rate_limit)
         self.trusted = parse_networks(config.server.trusted_proxies)
-        self.committer = GroupCommitter(config, db, batch_max=config.intake.batch_max)
+        writers = config.intake.writers or (1 if getattr(db, "is_sqlite", True) else 4)
+        self.committer = GroupCommitter(
+            config, db, batch_max=config.intake.batch_max, writers=writers
+        )
         self._origins: dict[str, set[str]] = {}
 
     def origins(self, account: AccountConfig, form: FormConfig) -> set[str]:
