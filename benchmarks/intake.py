@@ -46,30 +46,35 @@ def free_port() -> int:
 # --------------------------------------------------------------------------- raw SQLite
 
 
-def raw_sqlite_rate(folder: Path, seconds: float, max_rows: int) -> float:
-    """Single-row INSERT + COMMIT, WAL, synchronous=FULL: the fsync'd commit rate of this disk."""
+def raw_sqlite_rate(folder: Path, seconds: float, max_rows: int) -> tuple[float, float, float]:
+    """Single-row INSERT + COMMIT, WAL, synchronous=FULL: the fsync'd commit rate of this disk.
+
+    Returns (commits/s, p50 ms, p99 ms) of one writer committing one row at a time.
+    """
     path = folder / "raw.db"
     con = sqlite3.connect(path, isolation_level=None)
     con.execute("PRAGMA journal_mode=WAL")
     con.execute("PRAGMA synchronous=FULL")
     con.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, at TEXT, data TEXT)")
     payload = json.dumps({"name": "Anna", "email": "anna@example.org", "msg": "x" * 200})
-    n = 0
+    times: list[float] = []
     start = time.perf_counter()
-    while n < max_rows and time.perf_counter() - start < seconds:
+    while len(times) < max_rows and time.perf_counter() - start < seconds:
+        t0 = time.perf_counter()
         con.execute("BEGIN IMMEDIATE")
         con.execute("INSERT INTO t (at, data) VALUES (datetime('now'), ?)", (payload,))
         con.execute("COMMIT")
-        n += 1
+        times.append(time.perf_counter() - t0)
     elapsed = time.perf_counter() - start
     con.close()
-    return n / elapsed
+    q = statistics.quantiles(times, n=100)
+    return len(times) / elapsed, q[49] * 1000, q[98] * 1000
 
 
 # --------------------------------------------------------------------------- the server
 
 
-def write_config(folder: Path, db_url: str, port: int) -> Path:
+def write_config(folder: Path, db_url: str, port: int, smtp_port: int) -> Path:
     cfg = folder / "postwatch.toml"
     cfg.write_text(
         f"""[server]
@@ -78,8 +83,9 @@ listen = "127.0.0.1:{port}"
 url = "{db_url}"
 [smtp]
 host = "127.0.0.1"
-port = {free_port()}
+port = {smtp_port}
 sender = "postwatch@hoster.example"
+timeout = "120s"
 [intake]
 rate_limit = 0
 [[accounts]]
@@ -228,8 +234,25 @@ def count_rows(db_url: str, ids: list[str]) -> tuple[int, int, int]:
     return total, present, jobs
 
 
+def smtp_stand_in(mode: str) -> tuple[socket.socket | None, int]:
+    """What the delivery workers of ``postwatch serve`` talk to during the run.
+
+    ``stall``: a socket that listens but never answers, so the workers sit in their first
+    connection and the run measures the intake alone. ``refuse``: a closed port, so every job
+    fails at once and is retried: the workers then write as fast as the intake does (SQLite has
+    one write lock for both).
+    """
+    if mode == "refuse":
+        return None, free_port()
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    return sock, int(sock.getsockname()[1])
+
+
 def run_store(name: str, db_url: str, folder: Path, args: argparse.Namespace) -> dict[str, object]:
     ports: list[int] = []
+    smtp_sock, smtp_port = smtp_stand_in(args.smtp)
     procs: list[subprocess.Popen[bytes]] = []
     loop_factory = None
     with contextlib.suppress(ImportError):
@@ -241,7 +264,8 @@ def run_store(name: str, db_url: str, folder: Path, args: argparse.Namespace) ->
             port = free_port()
             sub = folder / f"p{i}"
             sub.mkdir()
-            procs.append(start_server(write_config(sub, db_url, port), port, args.uvloop_server))
+            cfg = write_config(sub, db_url, port, smtp_port)
+            procs.append(start_server(cfg, port, args.uvloop_server))
             ports.append(port)
         work = drive(ports, args.clients, args.seconds, args.max_requests)
         if loop_factory is not None:
@@ -252,8 +276,14 @@ def run_store(name: str, db_url: str, folder: Path, args: argparse.Namespace) ->
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
+        if smtp_sock is not None:
+            smtp_sock.close()  # resets the stalled SMTP connections: the workers can stop
         for proc in procs:
-            proc.wait(timeout=60)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
     ids = list(res.pop("ids"))  # type: ignore[call-overload]
     total, present, jobs = count_rows(db_url, ids)
     res.update({"store": name, "rows": total, "acked_present": present, "jobs": jobs})
@@ -273,6 +303,13 @@ def main() -> None:
         "--uvloop-server", action="store_true", help="run the server's event loop on uvloop"
     )
     p.add_argument(
+        "--smtp",
+        choices=["stall", "refuse"],
+        default="stall",
+        help="stall: delivery workers wait on a silent SMTP server (intake alone); "
+        "refuse: every delivery fails at once and is retried (workers compete for writes)",
+    )
+    p.add_argument(
         "--processes",
         type=int,
         default=1,
@@ -283,8 +320,11 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="pw-bench-", dir=args.dir))
     results: list[dict[str, object]] = []
     try:
-        raw = raw_sqlite_rate(folder, args.raw_seconds, 1_000_000)
-        print(f"raw SQLite single-row fsync'd commits (WAL, synchronous=FULL): {raw:,.0f}/s")
+        raw, raw_p50, raw_p99 = raw_sqlite_rate(folder, args.raw_seconds, 1_000_000)
+        print(
+            f"raw SQLite single-row fsync'd commits (WAL, synchronous=FULL): {raw:,.0f}/s "
+            f"(one commit: p50 {raw_p50:.2f} ms, p99 {raw_p99:.2f} ms)"
+        )
         print(f"  disk: {folder}")
         sq = folder / "sqlite"
         sq.mkdir()
@@ -311,7 +351,7 @@ def main() -> None:
 
     print(
         f"\n{args.clients} concurrent clients, {args.seconds:g} s per store, "
-        f"{args.processes} serve process(es), "
+        f"{args.processes} serve process(es), SMTP {args.smtp}, "
         f"server loop: {'uvloop' if args.uvloop_server else 'asyncio'}"
     )
     print(
