@@ -284,3 +284,13 @@ def test_check_config_reports_intake_problems(tmp_path: Path) -> None:
     assert "redirect" in problems
     assert "honeypot_field" in problems
     assert check(make_config(tmp_path)) == []
+
+
+def test_export_refuses_a_short_form_id_two_accounts_use(config_file: Path) -> None:
+    r = CliRunner().invoke(
+        app, ["submissions", "export", "--form", "shared", "--config", str(config_file)]
+    )
+    assert r.exit_code != 0
+    assert "several accounts" in r.output and "bakery/shared" in r.output
+    out = run("submissions", "export", "--form", "bakery/shared", "--config", str(config_file))
+    assert json.loads(out) == []
