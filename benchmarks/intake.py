@@ -250,6 +250,21 @@ def smtp_stand_in(mode: str) -> tuple[socket.socket | None, int]:
     return sock, int(sock.getsockname()[1])
 
 
+def avg_batch(ports: list[int]) -> float:
+    """Mean submissions per commit, from the servers' ``postwatch_intake_batch_size``."""
+    import urllib.request
+
+    total = count = 0.0
+    for port in ports:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith("postwatch_intake_batch_size_sum"):
+                    total += float(line.split()[-1])
+                elif line.startswith("postwatch_intake_batch_size_count"):
+                    count += float(line.split()[-1])
+    return total / count if count else 0.0
+
+
 def run_store(name: str, db_url: str, folder: Path, args: argparse.Namespace) -> dict[str, object]:
     ports: list[int] = []
     smtp_sock, smtp_port = smtp_stand_in(args.smtp)
@@ -273,6 +288,7 @@ def run_store(name: str, db_url: str, folder: Path, args: argparse.Namespace) ->
                 res = runner.run(work)
         else:
             res = asyncio.run(work)
+        res["avg_batch"] = avg_batch(ports)
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
@@ -364,7 +380,10 @@ def main() -> None:
             f"{r['max_ms']:>8.1f} {r['stored']:>8} {r['failures']:>7} {r['lost']:>5} "
             f"{float(r['rate']) / raw:>6.2f}x"  # type: ignore[arg-type]
         )
-        print(f"  load generator used {float(r['client_cpu']):.0%} of a core")  # type: ignore[arg-type]
+        print(
+            f"  {float(r['avg_batch']):.1f} submissions per commit on average; "  # type: ignore[arg-type]
+            f"load generator used {float(r['client_cpu']):.0%} of a core"  # type: ignore[arg-type]
+        )
         if r["failures"]:
             print(f"  first error: {r['first_failure']}")
     lost = sum(int(r["lost"]) for r in results)  # type: ignore[call-overload]
