@@ -101,11 +101,33 @@ redirect = "https://gym.example/bedankt"
     return cfg
 
 
-def start_server(cfg: Path, port: int, uvloop_server: bool) -> subprocess.Popen[bytes]:
+# --fast-path: what `postwatch serve` would do with postwatch.intake.http.fast_path wired into
+# the composition root (app.py builds the app; this launcher wraps it the same way)
+FAST_PATH_LAUNCHER = """
+import postwatch.app as appmod, postwatch.intake.http as ih
+made = []
+_routes, _create = ih.routes, appmod.create_app
+def routes(config, db):
+    made.append(_routes(config, db))
+    return made[-1]
+def create_app(config, db):
+    return ih.fast_path(_create(config, db), made[-1].intake)
+ih.routes, appmod.create_app = routes, create_app
+from postwatch.cli import main
+main()
+"""
+
+
+def start_server(
+    cfg: Path, port: int, uvloop_server: bool, fast: bool = False
+) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(SRC), env.get("PYTHONPATH", "")])
-    if uvloop_server:
-        launcher = "import uvloop; uvloop.install(); from postwatch.cli import main; main()"
+    prelude = "import uvloop; uvloop.install()\n" if uvloop_server else ""
+    if fast:
+        cmd = [sys.executable, "-c", prelude + FAST_PATH_LAUNCHER, "serve", "--config", str(cfg)]
+    elif uvloop_server:
+        launcher = prelude + "from postwatch.cli import main; main()"
         cmd = [sys.executable, "-c", launcher, "serve", "--config", str(cfg)]
     else:
         cmd = [sys.executable, "-m", "postwatch", "serve", "--config", str(cfg)]
@@ -280,7 +302,7 @@ def run_store(name: str, db_url: str, folder: Path, args: argparse.Namespace) ->
             sub = folder / f"p{i}"
             sub.mkdir()
             cfg = write_config(sub, db_url, port, smtp_port)
-            procs.append(start_server(cfg, port, args.uvloop_server))
+            procs.append(start_server(cfg, port, args.uvloop_server, args.fast_path))
             ports.append(port)
         work = drive(ports, args.clients, args.seconds, args.max_requests)
         if loop_factory is not None:
@@ -317,6 +339,11 @@ def main() -> None:
     p.add_argument("--no-pg", action="store_true", help="skip PostgreSQL")
     p.add_argument(
         "--uvloop-server", action="store_true", help="run the server's event loop on uvloop"
+    )
+    p.add_argument(
+        "--fast-path",
+        action="store_true",
+        help="serve /f/ through postwatch.intake.http.fast_path (as app.py could)",
     )
     p.add_argument(
         "--smtp",
@@ -368,6 +395,7 @@ def main() -> None:
     print(
         f"\n{args.clients} concurrent clients, {args.seconds:g} s per store, "
         f"{args.processes} serve process(es), SMTP {args.smtp}, "
+        f"{'fast path, ' if args.fast_path else ''}"
         f"server loop: {'uvloop' if args.uvloop_server else 'asyncio'}"
     )
     print(

@@ -611,3 +611,25 @@ async def test_text_no_store_can_keep_is_400_on_both_stores(
     r = await client.post("/f/contact", files={"msg": (None, b"a\x00b")}, headers=JSON)
     assert r.status_code == 400
     assert count(db, Submission) == 0
+
+
+async def test_fast_path_answers_like_the_routed_endpoint(cfg: Config, db: Database) -> None:
+    from postwatch.app import create_app
+    from postwatch.intake.http import fast_path, routes
+
+    router = routes(cfg, db)
+    app = fast_path(create_app(cfg, db), router.intake)  # type: ignore[attr-defined]
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        r = await c.post("/f/contact", data={"n": "1"})
+        assert r.status_code == 303 and r.headers["location"] == "https://gym.example/bedankt"
+        r = await c.post("/f/bakery/shared", json={"n": "2"})
+        assert r.status_code == 201
+        assert submission(db, r.json()["id"]).account == "bakery"
+        assert (await c.post("/f/nope", json={})).status_code == 404
+        assert (
+            await c.options("/f/signup", headers={"Origin": "https://gym.example"})
+        ).status_code == 204
+        assert (await c.get("/healthz")).status_code == 200  # everything else: the app
+        assert (await c.get("/f/contact")).status_code == 405
+    assert count(db, Submission) == 2
