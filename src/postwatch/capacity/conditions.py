@@ -102,22 +102,38 @@ def forecast_soon(fc: Forecast | None, horizon: timedelta, now: datetime) -> boo
 
 
 def _state_row(session: Session, subject: str, name: str, account: str | None) -> CapacityState:
+    """The subject's state row, created if missing, locked until the transaction ends.
+
+    Creation is an INSERT .. ON CONFLICT DO NOTHING so that two processes (the service and a
+    Dovecot hook) meeting a new mailbox at the same moment do not collide.
+    """
+    dialect = session.get_bind().dialect.name
+    values = {
+        "subject": subject,
+        "name": name,
+        "account": account,
+        "level": 0,
+        "full": False,
+        "forecast": False,
+        "failing": False,
+        "updated_at": utcnow(),
+    }
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        session.execute(pg_insert(CapacityState).values(**values).on_conflict_do_nothing())
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        session.execute(sqlite_insert(CapacityState).values(**values).on_conflict_do_nothing())
     row = session.scalar(
         select(CapacityState)
         .where(CapacityState.subject == subject, CapacityState.name == name)
         .with_for_update()
+        .execution_options(populate_existing=True)
     )
-    if row is None:
-        row = CapacityState(
-            subject=subject,
-            name=name,
-            account=account,
-            level=0,
-            full=False,
-            forecast=False,
-            failing=False,
-            updated_at=utcnow(),
-        )
+    if row is None:  # another dialect: plain insert
+        row = CapacityState(**values)
         session.add(row)
         session.flush()
     return row
@@ -143,8 +159,6 @@ def apply(
     """Evaluate one reading (or signal) of a subject and record the events it causes."""
     now = now or utcnow()
     row = _state_row(session, subject, name, account)
-    if percent is None and not full_signal:
-        percent = None
     res = evaluate(
         State(row.level, row.full, row.forecast),
         percent,
