@@ -140,7 +140,7 @@ def record_quota_readings(
             now=r.read_at,
         )
         if ev is not None:
-            log.warning("quota source %s failed for %s: %s", r.source, r.mailbox, r.error)
+            log.info("quota source %s failed for %s: %s", r.source, r.mailbox, r.error)
             events.append(ev)
         if not r.ok:
             continue
