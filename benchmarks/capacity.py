@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
 
-from postwatch.capacity.core import record_quota_readings  # noqa: E402
+from postwatch.capacity.core import store_quota_readings  # noqa: E402
 from postwatch.capacity.doveadm import DoveadmSource  # noqa: E402
 from postwatch.capacity.imap import ImapSource  # noqa: E402
 from postwatch.capacity.sources import QuotaTarget  # noqa: E402
@@ -139,8 +139,7 @@ def main() -> int:
             db = Database(cfg.database.url)
             db.migrate()
             t = time.perf_counter()
-            with db.session() as s:
-                record_quota_readings(s, cfg, dove)
+            store_quota_readings(cfg, db, dove)
             results["store_readings_s"] = round(time.perf_counter() - t, 2)
             db.dispose()
             stack.stop()

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 import postwatch
-from postwatch.capacity.core import record_quota_readings
+from postwatch.capacity.core import store_quota_readings
 from postwatch.capacity.doveadm import DoveadmSource
 from postwatch.capacity.imap import ImapSource
 from postwatch.capacity.maildir import MaildirSource
@@ -190,8 +190,7 @@ def hook_log_offset(stack: MailStack) -> int:
 
 def poll(db: Database, cfg: Config, ts: list[QuotaTarget]) -> list[QuotaReading]:
     readings = read_quotas(ts, timeout=timedelta(seconds=20))
-    with db.session() as s:
-        record_quota_readings(s, cfg, readings)
+    store_quota_readings(cfg, db, readings)
     return readings
 
 
