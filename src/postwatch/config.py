@@ -195,6 +195,8 @@ class QuotaSourceConfig(SecretSource):
     path: Path | None = None
     doveadm_config: Path | None = None
     doveadm_url: str | None = None
+    #: PEM bundle to verify the IMAP / doveadm HTTPS server with (docs/config/capacity.md)
+    ca_file: Path | None = None
 
     @model_validator(mode="after")
     def _check(self) -> QuotaSourceConfig:

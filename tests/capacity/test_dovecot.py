@@ -8,6 +8,7 @@ import json
 import os
 import re
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -71,6 +72,39 @@ def stack(mailstack_factory: Callable[..., MailStack], hookdir: Path) -> MailSta
     assert fixed != conf, "mailstack's quota-warning listener changed shape"
     # doveadm's HTTP API on a loopback port, for the doveadm_url transport
     port = free_port()
+    # TLS: a self-signed certificate, IMAPS on its own port and STARTTLS on the IMAP port
+    tls_port = free_port()
+    cert, key = hookdir / "cert.pem", hookdir / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    key.chmod(0o644)
+    fixed = fixed.replace("ssl = no\n", f"ssl = yes\nssl_cert = <{cert}\nssl_key = <{key}\n", 1)
+    fixed = fixed.replace(
+        "  inet_listener imaps {\n    port = 0\n",
+        f"  inet_listener imaps {{\n    address = 127.0.0.1\n    port = {tls_port}\n",
+        1,
+    )
+    assert f"port = {tls_port}" in fixed and "ssl = yes" in fixed
     with open(st.dovecot_conf, "w") as fh:
         fh.write(fixed)
         fh.write(
@@ -87,6 +121,8 @@ def stack(mailstack_factory: Callable[..., MailStack], hookdir: Path) -> MailSta
         except OSError:
             time.sleep(0.05)
     st.state["doveadm_http_port"] = port
+    st.state["imaps_port"] = tls_port
+    st.state["ca_file"] = str(cert)
     return st
 
 
@@ -358,3 +394,25 @@ def test_quota_cli_against_real_dovecot(stack: MailStack, db: Database, hookdir:
     assert rows[addr]["used_bytes"] == used * 1024 and rows[addr]["limit_bytes"] == limit * 1024
     assert rows["cap@gym.example"]["error"] is None
     assert stack.password(addr) not in res.output
+
+
+@pytest.mark.parametrize("tls", ["tls", "starttls"])
+def test_imap_over_tls_and_starttls(stack: MailStack, tls: str) -> None:
+    addr = "agree@gym.example"
+    port = stack.state["imaps_port"] if tls == "tls" else stack.imap_port
+    cfg = QuotaSourceConfig(
+        source="imap",
+        host="127.0.0.1",
+        port=port,
+        user=addr,
+        password=stack.password(addr),
+        tls=tls,
+        ca_file=stack.state["ca_file"],
+    )
+    r = ImapSource().read_one(QuotaTarget("gym", addr, cfg))
+    assert r.ok, r.error
+    assert r.used_bytes == stack.quota(addr)[0] * 1024
+    # without the CA the self-signed certificate is refused, with a clear reason
+    untrusted = cfg.model_copy(update={"ca_file": None})
+    r = ImapSource().read_one(QuotaTarget("gym", addr, untrusted))
+    assert not r.ok and r.error and "certificate not trusted" in r.error

@@ -158,16 +158,26 @@ class DoveadmSource:
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise DoveadmError("doveadm_url must be http://HOST:PORT or https://HOST:PORT")
-        conn_cls = (
-            http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-        )
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if target.cfg.password is not None:
             token = base64.b64encode(
                 b"doveadm:" + target.cfg.password.get_secret_value().encode()
             ).decode()
             headers["Authorization"] = f"Basic {token}"
-        conn = conn_cls(parts.hostname, parts.port, timeout=self.timeout)
+        if parts.scheme == "https":
+            import ssl
+
+            try:
+                ctx = ssl.create_default_context(
+                    cafile=str(target.cfg.ca_file) if target.cfg.ca_file else None
+                )
+            except (OSError, ssl.SSLError) as exc:
+                raise DoveadmError(f"ca_file {target.cfg.ca_file}: {exc}") from None
+            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                parts.hostname, parts.port, timeout=self.timeout, context=ctx
+            )
+        else:
+            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=self.timeout)
         try:
             conn.request("POST", parts.path.rstrip("/") + "/doveadm/v1", body=body, headers=headers)
             resp = conn.getresponse()
