@@ -85,6 +85,14 @@ def test_happy_path_message_on_the_wire(db: Database, dconfig: Config, smtp_sink
     assert ev["message_id"] == job.message_id and str(ev["reply"]).startswith("250")
 
 
+def test_helo_name(tmp_path: Path, db: Database, smtp_sink: SmtpSink) -> None:
+    cfg = delivery_config(tmp_path, smtp_sink, db)
+    cfg.smtp.helo = "forms.hoster.example"
+    submit(db, cfg)
+    drain(DeliveryWorker(cfg, db))
+    assert [m.helo for m in smtp_sink.messages] == ["forms.hoster.example"]
+
+
 def test_attachments(db: Database, dconfig: Config, smtp_sink: SmtpSink) -> None:
     files = [
         UploadedFile("cv", "../../etc/Curriculum vitæ.pdf", "application/pdf", b"%PDF-1.4 x"),
