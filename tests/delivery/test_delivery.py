@@ -286,9 +286,7 @@ def test_connection_refused_is_temporary(tmp_path: Path, db: Database) -> None:
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-        sink = SmtpSink.__new__(SmtpSink)  # only for delivery_config's port
-        sink.controller = type("C", (), {"port": port})()  # type: ignore[assignment]
-        cfg = delivery_config(tmp_path, sink, db)
+        cfg = delivery_config(tmp_path, port, db)
         sid = submit(db, cfg)
         drain(DeliveryWorker(cfg, db))
     job = jobs(db, sid)[INFO]
