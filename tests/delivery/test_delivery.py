@@ -356,6 +356,10 @@ def test_claim_is_exclusive_and_leases_expire(db: Database, dconfig: Config) -> 
     # the late result of worker-a is fenced out; worker-b's counts
     assert record(db, dconfig, "worker-a", a, ok).result == "lost"
     assert record(db, dconfig, "worker-b", b, ok).result == "delivered"
+    late, counted = events(db, "delivery_attempt")
+    assert late["late"] is True and late["worker"] == "worker-a"  # audit trail: both sends
+    assert counted["worker"] == "worker-b" and counted["attempt"] == 1
+    assert jobs(db)[next(iter(jobs(db)))].attempts == 1
 
 
 def test_release_gives_claims_back(db: Database, dconfig: Config, smtp_sink: SmtpSink) -> None:

@@ -185,6 +185,20 @@ def record(
                 "job %s: lease lost before the result was recorded (now %s by %s); reply was %s",
                 job.id, job.state, job.claimed_by, reply.line,
             )
+            # the job now belongs to another worker; the audit trail still gets this attempt
+            v = reply.verdict
+            record_event(
+                s, "delivery_attempt", account=job.account, mailbox=job.recipient,
+                form=job.form, at=now,
+                data={"submission": job.submission_id, "job": job.id,
+                      "recipient": job.recipient, "role": job.role, "attempt": None,
+                      "result": "delivered" if reply.delivered else "deferred",
+                      "code": reply.code, "status": v.status if v else None,
+                      "reason": v.reason.value if v else None,
+                      "permanent": v.permanent if v else None, "reply": reply.line,
+                      "message_id": job.message_id, "stage": reply.stage, "worker": worker,
+                      "late": True},
+            )
             return Outcome("lost")
         outcome = _apply(s, config, job, reply, now, worker)
         _update_submission_status(s, job.submission_id)
