@@ -396,3 +396,44 @@ def _update_submission_status(s: Session, submission_id: str) -> None:
     else:
         status = "stored"
     sub.status = status
+
+
+# --------------------------------------------------------------------------- operator actions
+
+
+def queue(
+    session: Session, *, include_done: bool = False, recipient: str | None = None,
+    limit: int = 1000,
+) -> list[DeliveryJob]:
+    """Jobs not yet delivered or failed (all with ``include_done``), the next due first."""
+    q = select(DeliveryJob)
+    if not include_done:
+        q = q.where(DeliveryJob.state.not_in(FINAL_STATES))
+    if recipient:
+        q = q.where(DeliveryJob.recipient == recipient.lower())
+    q = q.order_by(DeliveryJob.next_attempt_at, DeliveryJob.id).limit(limit)
+    return list(session.scalars(q))
+
+
+def retry_now(
+    db: Database, *, recipient: str | None = None, submission: str | None = None,
+    account: str | None = None, form: str | None = None,
+) -> int:
+    """Make waiting (pending or held) jobs due at once, e.g. after a full mailbox was emptied.
+    Holds and deadlines are kept; jobs being sent, delivered or failed are not touched."""
+    now = utcnow()
+    q = update(DeliveryJob).where(DeliveryJob.state.in_(("pending", "held")))
+    if recipient:
+        q = q.where(DeliveryJob.recipient == recipient.lower())
+    if submission:
+        q = q.where(DeliveryJob.submission_id == submission)
+    if account:
+        q = q.where(DeliveryJob.account == account)
+    if form:
+        q = q.where(DeliveryJob.form == form)
+    with db.session() as s:
+        res = s.execute(
+            q.values(next_attempt_at=now, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        return int(getattr(res, "rowcount", 0) or 0)
