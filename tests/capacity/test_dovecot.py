@@ -8,7 +8,6 @@ import json
 import os
 import re
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,6 +28,7 @@ from postwatch.config import Config, QuotaSourceConfig, config_from_dict
 from postwatch.store import Database
 from postwatch.store.events import fetch_events
 from tests.mailstack import MailStack
+from tests.smtpd import make_self_signed
 
 pytestmark = pytest.mark.mailstack
 
@@ -74,29 +74,7 @@ def stack(mailstack_factory: Callable[..., MailStack], hookdir: Path) -> MailSta
     port = free_port()
     # TLS: a self-signed certificate, IMAPS on its own port and STARTTLS on the IMAP port
     tls_port = free_port()
-    cert, key = hookdir / "cert.pem", hookdir / "key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-            "-days",
-            "2",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1,DNS:localhost",
-        ],
-        check=True,
-        capture_output=True,
-    )
+    cert, key = make_self_signed(hookdir, "127.0.0.1")
     key.chmod(0o644)
     fixed = fixed.replace("ssl = no\n", f"ssl = yes\nssl_cert = <{cert}\nssl_key = <{key}\n", 1)
     fixed = fixed.replace(
