@@ -3,8 +3,11 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from postwatch.capacity.checks import check
 from postwatch.capacity.service import CapacityService, build_services
+from postwatch.config import ConfigError
 from postwatch.episodes import mailbox_full_seen
 from postwatch.store import Database
 from postwatch.store.events import fetch_events, record_event
@@ -91,3 +94,22 @@ def test_check_config_names_the_problems(tmp_path: Path) -> None:
     assert "mailboxes[shop@gym.example].quota.path" in problems
     assert "doveadm_url: must start with http://" in problems
     assert "sites[0].root" in problems
+
+
+def test_capacity_options_are_validated(tmp_path: Path) -> None:
+    assert capacity_config(tmp_path, levels=[95, 80, 80]).capacity.levels == [80, 95]
+    with pytest.raises(ConfigError, match="levels must be percentages"):
+        capacity_config(tmp_path, levels=[0, 80])
+    with pytest.raises(ConfigError, match="hook_token_env: environment variable"):
+        capacity_config(tmp_path, hook_token_env="PW_NO_SUCH_VARIABLE_X")
+
+
+def test_commands_are_documented() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "capacity.md").read_text()
+    for command in (
+        "postwatch quota",
+        "postwatch space",
+        "postwatch hook quota-warning",
+        "postwatch campaign check",
+    ):
+        assert command in doc
