@@ -175,3 +175,19 @@ async def test_watch_status_cli(tmp_path: Path) -> None:
     row = json.loads(res.output)
     assert row["offset"] == log.stat().st_size and row["behind_bytes"] == 0
     assert row["lines"] == 30
+
+
+async def test_postwatch_worker_runs_the_watch(tmp_path: Path, sqlite_db: Database) -> None:
+    """The composition root (``postwatch serve`` / ``worker``) finds and runs the watch."""
+    from postwatch.app import run
+
+    log = tmp_path / "mail.log"
+    log.write_text("")
+    cfg = watch_config(tmp_path, log)
+    stop = asyncio.Event()
+    task = asyncio.create_task(run(cfg, sqlite_db, http=False, stop=stop))
+    await asyncio.sleep(0.3)
+    append(log, L.bounced_full(L.qid()))
+    await wait_for(lambda: len(events(sqlite_db, "mailbox_full")) == 1)
+    stop.set()
+    await task
