@@ -1,0 +1,225 @@
+"""Postfix lines in syslog files (classic ``Mmm dd hh:mm:ss`` or RFC 3339 timestamps).
+
+:class:`SyslogMailParser` reads a syslog-shaped mail log such as Debian's ``/var/log/mail.log``
+or Postfix's own ``maillog_file``: Postfix lines (any ``postfix*/daemon`` program name,
+multi-instance names included), Dovecot lines (quota failures) and Exim lines sent to syslog.
+Lines of other programs are ignored (counted in ``ignored``), lines without a syslog header
+are counted in ``unparsed``.
+
+Understood Postfix messages::
+
+    QID: from=<s>, size=N, nrcpt=N (queue active)           -> ARRIVAL (qmgr)
+    QID: to=<r>, [orig_to=<o>,] relay=R, ..., dsn=D, status=S (reply)   -> DELIVERY
+    QID: from=<s>, status=expired, returned to sender       -> EXPIRED
+    QID: removed                                            -> REMOVED
+    QID: sender non-delivery notification: QID2             -> NOTIFICATION
+    NOQUEUE: reject: RCPT from h[a]: 552 5.2.2 ...; from=<s> to=<r> ...   -> REJECT
+    QID: milter-reject: END-OF-MESSAGE from ...; from=<s> to=<r> ...      -> REJECT
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from datetime import datetime, tzinfo
+
+from postwatch.maillogs.base import LineParser
+from postwatch.maillogs.clock import SyslogClock, parse_iso
+from postwatch.maillogs.dovecot import parse_dovecot_body
+from postwatch.maillogs.records import DeliveryStatus, MailLogRecord, RecordKind
+from postwatch.reasons import classify
+
+_DELIVERY_RE = re.compile(
+    r"to=(?:<([^>]*)>|([^,\s]*)),"
+    r"(?: orig_to=(?:<([^>]*)>|([^,\s]*)),)?"
+    r" relay=([^,]*),"
+    r"(?:.*?dsn=([^,]*),)?"
+    r".*?status=([A-Za-z-]+)"
+    r"(?:,? ?\((.*))?"
+)
+_FROM_RE = re.compile(r"from=(?:<([^>]*)>|([^,\s]*))")
+_REJECT_RE = re.compile(r"(?:milter-)?reject: (.*?) from (\S+?): (.*); from=<([^>]*)> to=<([^>]*)>")
+
+_STATUS = {
+    "sent": DeliveryStatus.SENT,
+    "deferred": DeliveryStatus.DEFERRED,
+    "bounced": DeliveryStatus.BOUNCED,
+    "expired": DeliveryStatus.EXPIRED,
+}
+
+
+def _strip_reply(text: str | None) -> str | None:
+    if text is None:
+        return None
+    return text[:-1] if text.endswith(")") else text
+
+
+def parse_postfix_body(
+    daemon: str, program: str, msg: str, time: datetime, raw: str, host: str | None = None
+) -> MailLogRecord | None:
+    """The message part of a Postfix line (after ``program[pid]: ``); None if not of interest."""
+    colon = msg.find(": ")
+    if colon < 0:
+        return None
+    qid = msg[:colon]
+    rest = msg[colon + 2 :]
+    if qid == "NOQUEUE":
+        if rest.startswith("reject:") or rest.startswith("milter-reject:"):
+            return _reject(None, program, rest, time, raw, host)
+        return None
+    if not (4 <= len(qid) <= 24 and qid.isalnum()):
+        return None
+    first = rest[:3]
+    if first == "to=":
+        m = _DELIVERY_RE.match(rest)
+        if m is None:
+            raise ValueError("truncated delivery line")
+        status = m.group(7)
+        delivery = _STATUS.get(status)
+        reply = _strip_reply(m.group(8))
+        dsn = m.group(6)
+        verdict = None
+        if delivery is not None and delivery is not DeliveryStatus.SENT:
+            verdict = classify(reply or "", status=dsn, context=program)
+            permanent = delivery is not DeliveryStatus.DEFERRED
+            if verdict.permanent is not permanent:
+                verdict = replace(verdict, permanent=permanent)
+        return MailLogRecord(
+            time=time,
+            mta="postfix",
+            kind=RecordKind.DELIVERY,
+            raw=raw,
+            program=program,
+            host=host,
+            queue_id=qid,
+            recipient=m.group(1) if m.group(1) is not None else m.group(2),
+            orig_to=m.group(3) if m.group(3) is not None else m.group(4),
+            relay=m.group(5),
+            dsn=dsn,
+            status=status,
+            delivery=delivery,
+            reply=reply,
+            verdict=verdict,
+        )
+    if first == "fro":
+        m = _FROM_RE.match(rest)
+        if m is None:
+            return None
+        sender = m.group(1) if m.group(1) is not None else m.group(2)
+        if "status=expired" in rest:
+            return MailLogRecord(
+                time=time, mta="postfix", kind=RecordKind.EXPIRED, raw=raw, program=program,
+                host=host, queue_id=qid, sender=sender, status="expired",
+                delivery=DeliveryStatus.EXPIRED,
+            )  # fmt: skip
+        return MailLogRecord(
+            time=time, mta="postfix", kind=RecordKind.ARRIVAL, raw=raw, program=program,
+            host=host, queue_id=qid, sender=sender,
+        )  # fmt: skip
+    if rest == "removed":
+        return MailLogRecord(
+            time=time, mta="postfix", kind=RecordKind.REMOVED, raw=raw, program=program,
+            host=host, queue_id=qid,
+        )  # fmt: skip
+    if first == "sen" and " notification: " in rest:
+        return MailLogRecord(
+            time=time, mta="postfix", kind=RecordKind.NOTIFICATION, raw=raw, program=program,
+            host=host, queue_id=qid, related_id=rest.rsplit(": ", 1)[1].strip(),
+        )  # fmt: skip
+    if first in ("rej", "mil") and "reject:" in rest[:15]:
+        return _reject(qid, program, rest, time, raw, host)
+    return None
+
+
+def _reject(
+    qid: str | None, program: str, rest: str, time: datetime, raw: str, host: str | None
+) -> MailLogRecord | None:
+    m = _REJECT_RE.match(rest)
+    if m is None:
+        raise ValueError("unparsable reject line")
+    reply = m.group(3)
+    return MailLogRecord(
+        time=time,
+        mta="postfix",
+        kind=RecordKind.REJECT,
+        raw=raw,
+        program=program,
+        host=host,
+        queue_id=qid,
+        sender=m.group(4),
+        recipient=m.group(5),
+        relay=m.group(2),
+        status="reject",
+        reply=reply,
+        verdict=classify(reply, context=program),
+    )
+
+
+class SyslogMailParser(LineParser[MailLogRecord]):
+    """Syslog-shaped mail log: Postfix, plus Dovecot and Exim lines that share the file."""
+
+    name = "postfix"
+
+    def __init__(self, *, year: int | None = None, tz: tzinfo | None = None) -> None:
+        super().__init__(year=year, tz=tz)
+        self.clock = SyslogClock(year=year, tz=self.tz)
+        self._iso_key = ""
+        self._iso_val: datetime | None = None
+        self._exim: object | None = None
+
+    def _parse(self, line: str) -> MailLogRecord | None:
+        if line.endswith("\n"):
+            line = line.rstrip("\r\n")
+        if line[:1] == "<":  # RFC 3164 priority from a network forwarder
+            end = line.find(">", 1, 6)
+            if end > 0:
+                line = line[end + 1 :]
+        if len(line) > 16 and line[15] == " " and line[3] == " ":
+            time = self.clock.parse(line[:15])
+            start = 16
+        elif line[4:5] == "-" and line[10:11] == "T":
+            sp = line.find(" ")
+            stamp = line[:sp]
+            if stamp == self._iso_key:
+                time = self._iso_val
+            else:
+                time = parse_iso(stamp, self.tz)
+                self._iso_key, self._iso_val = stamp, time
+            start = sp + 1
+        else:
+            self.unparsed += 1
+            return None
+        if time is None:
+            self.unparsed += 1
+            return None
+        hs = line.find(" ", start)
+        ps = line.find(": ", hs + 1)
+        if hs < 0 or ps < 0:
+            self.unparsed += 1
+            return None
+        host = line[start:hs]
+        program = line[hs + 1 : ps]
+        bracket = program.find("[")
+        if bracket >= 0:
+            program = program[:bracket]
+        msg = line[ps + 2 :]
+        record: MailLogRecord | None
+        if "postfix" in program:
+            daemon = program[program.rfind("/") + 1 :]
+            record = parse_postfix_body(daemon, program, msg, time, line, host)
+        elif program.startswith("dovecot"):
+            record = parse_dovecot_body(msg, time, line, host=host)
+        elif program.startswith("exim"):
+            from postwatch.maillogs.exim import parse_exim_body
+
+            record = parse_exim_body(msg, time, line)
+            if record is not None:
+                record.host = host
+        else:
+            record = None
+        if record is None:
+            self.ignored += 1
+        return record
+
+
+PostfixParser = SyslogMailParser
