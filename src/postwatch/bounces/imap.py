@@ -29,6 +29,7 @@ import contextlib
 import logging
 import ssl
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -196,10 +197,15 @@ class BounceMailboxService:
                 while not self._stop.is_set():
                     client.idle()
                     self.ready.set()
-                    responses = client.idle_check(timeout=min(self.box.idle_timeout, 1.0))
+                    # wait for a push (EXISTS), the stop flag, or idle_timeout; then look
+                    # (looking also after a timeout: a push may have been missed)
+                    until = time.monotonic() + self.box.idle_timeout
+                    responses: list[Any] = []
+                    while not responses and not self._stop.is_set() and time.monotonic() < until:
+                        responses = client.idle_check(timeout=1.0)
                     client.idle_done()
-                    if responses or not self._stop.is_set():
-                        self.handle_new(client)  # also polls: an IDLE push may be missed
+                    if not self._stop.is_set():
+                        self.handle_new(client)
             except Exception as exc:  # reconnect with backoff; never stop the service
                 self.ready.clear()
                 if self._stop.is_set():
