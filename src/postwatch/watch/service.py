@@ -35,8 +35,17 @@ log = logging.getLogger("postwatch.watch")
 POSITION_SAVE_EVERY = 1.0
 
 
-def _tz(name: str | None) -> tzinfo | None:
-    return ZoneInfo(name) if name else None
+def local_tz() -> tzinfo:
+    """The machine's zone (with its DST rules), for syslog timestamps without an offset."""
+    try:
+        with open("/etc/localtime", "rb") as fh:
+            return ZoneInfo.from_file(fh, key="localtime")
+    except (OSError, ValueError):
+        return datetime.now().astimezone().tzinfo or UTC
+
+
+def _tz(name: str | None) -> tzinfo:
+    return ZoneInfo(name) if name else local_tz()
 
 
 def load_position(db: Database, key: str) -> Position | None:
@@ -160,7 +169,10 @@ class SyslogService:
         self.db = db
         self.watched = watched_mailboxes(config)
         self.listener = SyslogListener(
-            config.syslog.listen, self._on_message, protocols=list(config.syslog.protocols)
+            config.syslog.listen,
+            self._on_message,
+            protocols=list(config.syslog.protocols),
+            tz=local_tz(),
         )
         self._processors: dict[str, LineProcessor] = {}
         self._queue: asyncio.Queue[list[Observation]] = asyncio.Queue()
