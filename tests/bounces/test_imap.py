@@ -91,8 +91,13 @@ async def test_wrong_password_retries_without_crashing(
     svc = BounceMailboxService(make_config(tmp_path), sqlite_db, box)
     stop = asyncio.Event()
     task = asyncio.create_task(svc.run(stop))
-    await asyncio.sleep(1.5)
+    await asyncio.sleep(3.5)
     assert not task.done() and not svc.ready.is_set()
     stop.set()
     await task
     assert "wrong" not in repr(box) and "wrong" not in str(box.model_dump())
+    with sqlite_db.session(readonly=True) as s:
+        evs = fetch_events(s, kinds=["bounce_source_failed"])
+    assert len(evs) == 1  # once per outage, not per retry
+    assert "AUTHENTICATIONFAILED" in evs[0].data["error"] or "auth" in evs[0].data["error"].lower()
+    assert "wrong" not in str(evs[0].data)

@@ -127,6 +127,7 @@ class BounceMailboxService:
         self.handled = 0
         self._stop = threading.Event()
         self.ready = threading.Event()  # set once logged in and IDLE-ing (tests)
+        self._failing = False
 
     # ------------------------------------------------------------------------ the session
     def _connect(self) -> Any:
@@ -186,6 +187,26 @@ class BounceMailboxService:
                     data={"kind": str(report.kind), "subject": subject, "source": source},
                 )
 
+    def _outage(self, exc: Exception | None) -> None:
+        """One ``bounce_source_failed`` event per outage, ``bounce_source_ok`` when it ends."""
+        failing = exc is not None
+        if failing == self._failing:
+            return
+        self._failing = failing
+        data: dict[str, Any] = {"source": f"bounce:{self.box.label}"}
+        if exc is not None:
+            data["error"] = f"{type(exc).__name__}: {exc}"[:500]
+        try:
+            with self.db.session() as s:
+                record_event(
+                    s,
+                    "bounce_source_failed" if failing else "bounce_source_ok",
+                    account=self.box.account,
+                    data=data,
+                )
+        except Exception:  # the store being down is logged by whoever needs it
+            log.exception("%s: cannot record the source state", self.name)
+
     def _loop(self) -> None:
         delay = 1.0
         while not self._stop.is_set():
@@ -193,6 +214,7 @@ class BounceMailboxService:
             try:
                 client = self._connect()
                 delay = 1.0
+                self._outage(None)
                 self.handle_new(client)
                 while not self._stop.is_set():
                     client.idle()
@@ -211,6 +233,7 @@ class BounceMailboxService:
                 if self._stop.is_set():
                     break
                 log.warning("%s: %s; reconnecting in %.0fs", self.name, exc, delay)
+                self._outage(exc)
                 self._stop.wait(delay)
                 delay = min(delay * 2, 300.0)
             finally:
