@@ -101,3 +101,30 @@ async def test_wrong_password_retries_without_crashing(
     assert len(evs) == 1  # once per outage, not per retry
     assert "AUTHENTICATIONFAILED" in evs[0].data["error"] or "auth" in evs[0].data["error"].lower()
     assert "wrong" not in str(evs[0].data)
+
+
+def test_bounce_mailboxes_from_config(tmp_path: Path) -> None:
+    """Until ``Config`` declares the key, a config object carrying it (any shape) works."""
+    from types import SimpleNamespace
+
+    from pydantic import BaseModel
+
+    from postwatch.bounces.imap import bounce_mailboxes
+
+    class Declared(BaseModel):
+        host: str
+        user: str
+        password: str | None = None
+        tls: str = "tls"
+
+    cfg = SimpleNamespace(
+        bounce_mailboxes=[
+            {"host": "127.0.0.1", "user": "a@x.example", "tls": "none"},
+            Declared(host="imap.example.net", user="b@x.example", password="s3cret"),
+        ]
+    )
+    boxes = bounce_mailboxes(cfg)  # type: ignore[arg-type]
+    assert [b.user for b in boxes] == ["a@x.example", "b@x.example"]
+    assert boxes[1].password is not None and boxes[1].password.get_secret_value() == "s3cret"
+    assert "s3cret" not in repr(boxes[1])
+    assert bounce_mailboxes(make_config(tmp_path)) == []

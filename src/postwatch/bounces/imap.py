@@ -254,7 +254,15 @@ class BounceMailboxService:
 def bounce_mailboxes(config: Config) -> list[BounceMailboxConfig]:
     """``[[bounce_mailboxes]]`` of the config (the key the lead adds to Config)."""
     boxes = getattr(config, "bounce_mailboxes", None) or []
-    return [b if isinstance(b, BounceMailboxConfig) else BounceMailboxConfig(**b) for b in boxes]
+    out: list[BounceMailboxConfig] = []
+    for b in boxes:
+        if isinstance(b, BounceMailboxConfig):
+            out.append(b)
+        elif hasattr(b, "model_dump"):  # the same fields, declared in postwatch.config
+            out.append(BounceMailboxConfig.model_validate(b.model_dump(exclude_none=True)))
+        else:
+            out.append(BounceMailboxConfig.model_validate(b))
+    return out
 
 
 def build_bounce_services(config: Config, db: Database) -> list[BounceMailboxService]:
