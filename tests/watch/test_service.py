@@ -165,7 +165,12 @@ async def test_watch_status_cli(tmp_path: Path) -> None:
     svc = MaillogService(cfg, db, cfg.maillogs[0])
     stop, task = await run_service(svc)
     append(log, L.noise(30))
-    await asyncio.sleep(0.3)
+
+    def caught_up() -> bool:
+        pos = load_position(db, str(log))
+        return pos is not None and pos.offset == log.stat().st_size
+
+    await wait_for(caught_up)  # stored while running, once the follower is idle
     stop.set()
     await task
     res = CliRunner().invoke(app, ["watch-status", "--config", str(cfg_path), "--json"])
