@@ -104,26 +104,17 @@ async def test_wrong_password_retries_without_crashing(
 
 
 def test_bounce_mailboxes_from_config(tmp_path: Path) -> None:
-    """Until ``Config`` declares the key, a config object carrying it (any shape) works."""
-    from types import SimpleNamespace
-
-    from pydantic import BaseModel
-
+    """``[[bounce_mailboxes]]`` is part of the validated config; its password stays secret."""
     from postwatch.bounces.imap import bounce_mailboxes
 
-    class Declared(BaseModel):
-        host: str
-        user: str
-        password: str | None = None
-        tls: str = "tls"
-
-    cfg = SimpleNamespace(
+    cfg = make_config(
+        tmp_path,
         bounce_mailboxes=[
             {"host": "127.0.0.1", "user": "a@x.example", "tls": "none"},
-            Declared(host="imap.example.net", user="b@x.example", password="s3cret"),
-        ]
+            {"host": "imap.example.net", "user": "b@x.example", "password": "s3cret"},
+        ],
     )
-    boxes = bounce_mailboxes(cfg)  # type: ignore[arg-type]
+    boxes = bounce_mailboxes(cfg)
     assert [b.user for b in boxes] == ["a@x.example", "b@x.example"]
     assert boxes[1].password is not None and boxes[1].password.get_secret_value() == "s3cret"
     assert "s3cret" not in repr(boxes[1])

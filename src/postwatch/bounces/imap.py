@@ -31,13 +31,10 @@ import ssl
 import threading
 import time
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, Literal
-
-from pydantic import Field, SecretStr, model_validator
+from typing import Any
 
 from postwatch.bounces.parse import BounceReport, MessageKind, analyse, parse_bytes
-from postwatch.config import Config, SecretSource
+from postwatch.config import BounceMailboxConfig, Config
 from postwatch.store import Database
 from postwatch.store.events import record_event
 from postwatch.watch.detect import Observation, store_observations, watched_mailboxes
@@ -45,31 +42,6 @@ from postwatch.watch.detect import Observation, store_observations, watched_mail
 log = logging.getLogger("postwatch.bounces.imap")
 
 KEYWORD = "$PostwatchSeen"
-
-
-class BounceMailboxConfig(SecretSource):
-    """One mailbox that receives bounces, watched over IMAP IDLE."""
-
-    account: str | None = None
-    host: str
-    port: int = Field(default=993, ge=1, le=65535)
-    tls: Literal["tls", "starttls", "none"] = "tls"
-    user: str
-    password: SecretStr | None = None
-    password_env: str | None = None
-    password_file: Path | None = None
-    folder: str = "INBOX"
-    idle_timeout: float = Field(default=60.0, gt=0, description="re-issue IDLE this often (s)")
-    batch: int = Field(default=100, ge=1, description="messages fetched per round")
-
-    @model_validator(mode="after")
-    def _secret(self) -> BounceMailboxConfig:
-        self.password = self._resolve("password")
-        return self
-
-    @property
-    def label(self) -> str:
-        return f"imap://{self.user}@{self.host}:{self.port}/{self.folder}"
 
 
 def report_observations(
@@ -252,17 +224,8 @@ class BounceMailboxService:
 
 
 def bounce_mailboxes(config: Config) -> list[BounceMailboxConfig]:
-    """``[[bounce_mailboxes]]`` of the config (the key the lead adds to Config)."""
-    boxes = getattr(config, "bounce_mailboxes", None) or []
-    out: list[BounceMailboxConfig] = []
-    for b in boxes:
-        if isinstance(b, BounceMailboxConfig):
-            out.append(b)
-        elif hasattr(b, "model_dump"):  # the same fields, declared in postwatch.config
-            out.append(BounceMailboxConfig.model_validate(b.model_dump(exclude_none=True)))
-        else:
-            out.append(BounceMailboxConfig.model_validate(b))
-    return out
+    """``[[bounce_mailboxes]]`` of the config."""
+    return list(config.bounce_mailboxes)
 
 
 def build_bounce_services(config: Config, db: Database) -> list[BounceMailboxService]:
