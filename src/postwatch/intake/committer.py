@@ -25,6 +25,7 @@ from collections import defaultdict
 from typing import Any
 
 from postwatch.config import Config
+from postwatch.delivery import wake as wake_delivery
 from postwatch.intake import metrics
 from postwatch.intake.submissions import NewSubmission, Stored, store_batch, store_submission
 
@@ -153,6 +154,8 @@ class GroupCommitter:
             )
             outcomes = [self._one(new) for new, _ in batch]
         self._resolve(batch, outcomes)
+        if any(isinstance(o, Stored) and o.created for o in outcomes):
+            wake_delivery()  # new outbox rows: this process's workers need not wait for a poll
 
     def _one(self, new: NewSubmission) -> Stored | BaseException:
         try:

@@ -333,7 +333,12 @@ def routes(config: Config, db: Any) -> APIRouter:
     return router
 
 
-__all__ = ["Intake", "routes"]
+def wrap_asgi(asgi: ASGIApp, app: Any) -> ASGIApp:
+    """Plug-in point of the composition root: serve ``/f/...`` on the fast path."""
+    return fast_path(asgi, app.state.routers["intake"].intake)
+
+
+__all__ = ["Intake", "fast_path", "routes", "wrap_asgi"]
 
 
 def fast_path(app: ASGIApp, intake: Intake) -> ASGIApp:
