@@ -103,9 +103,14 @@ def parse_apache_time(stamp: str) -> datetime | None:
         return None
     try:
         value = datetime(
-            int(stamp[7:11]), MONTHS[stamp[3:6]], int(stamp[0:2]),
-            int(stamp[12:14]), int(stamp[15:17]), int(stamp[18:20]), tzinfo=tz,
-        )  # fmt: skip
+            int(stamp[7:11]),
+            MONTHS[stamp[3:6]],
+            int(stamp[0:2]),
+            int(stamp[12:14]),
+            int(stamp[15:17]),
+            int(stamp[18:20]),
+            tzinfo=tz,
+        )
     except (KeyError, ValueError):
         return None
     if len(_TIME_CACHE) > 4096:

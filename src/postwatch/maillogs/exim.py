@@ -88,11 +88,19 @@ def parse_exim_body(body: str, time: datetime, raw: str) -> MailLogRecord | None
             raise ValueError("unparsable exim reject")
         reply = m.group(3)
         return MailLogRecord(
-            time=time, mta="exim", kind=RecordKind.REJECT, raw=raw, program="exim",
-            queue_id=qid, sender=m.group(1), recipient=m.group(2) or None, status="reject",
-            reply=reply, verdict=classify(reply, context="exim"),
+            time=time,
+            mta="exim",
+            kind=RecordKind.REJECT,
+            raw=raw,
+            program="exim",
+            queue_id=qid,
+            sender=m.group(1),
+            recipient=m.group(2) or None,
+            status="reject",
+            reply=reply,
+            verdict=classify(reply, context="exim"),
             relay=(h.group(1) if (h := _HOST_RE.search(" " + rest)) else None),
-        )  # fmt: skip
+        )
     return None
 
 
@@ -112,10 +120,17 @@ def _arrival(qid: str, rest: str, time: datetime, raw: str) -> MailLogRecord:
     if i > 0:
         msgid = rest[i + 4 :].split(" ", 1)[0].strip("<>")
     return MailLogRecord(
-        time=time, mta="exim", kind=RecordKind.ARRIVAL, raw=raw, program="exim", queue_id=qid,
-        sender=sender, recipients=recipients, message_id=msgid,
+        time=time,
+        mta="exim",
+        kind=RecordKind.ARRIVAL,
+        raw=raw,
+        program="exim",
+        queue_id=qid,
+        sender=sender,
+        recipients=recipients,
+        message_id=msgid,
         relay=(h.group(1) if (h := _HOST_RE.search(rest)) else None),
-    )  # fmt: skip
+    )
 
 
 def _delivery(
