@@ -29,12 +29,13 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from postwatch.forensics.inputs import (
+    READ_ERRORS,
     InputError,
     InputFile,
+    LineSource,
     expand,
     file_year,
     head_lines,
-    read_lines,
 )
 from postwatch.forensics.model import Episode, FormMessage, HourBucket, Report
 from postwatch.maillogs import (
@@ -198,6 +199,24 @@ class _MailboxTimeline:
         return self.episodes
 
 
+def _edge_lines(path: str) -> tuple[str | None, str | None]:
+    """The first and last line of a file (plain: seek to the end; gzip: the first only)."""
+    head = head_lines(path, 1)
+    first = head[0] if head else None
+    last = None
+    try:
+        with open(path, "rb") as fh:
+            if fh.read(2) != b"\x1f\x8b":
+                fh.seek(0, os.SEEK_END)
+                size = fh.tell()
+                fh.seek(max(0, size - 65536))
+                tail = fh.read().decode("utf-8", "replace").splitlines()
+                last = tail[-1] if tail else None
+    except OSError:
+        pass
+    return first, last
+
+
 def _first_time(fmt: str, lines: list[str], year: int | None, tz: tzinfo) -> datetime | None:
     """The time of the first line that has one (for ordering rotated files)."""
     for line in lines:
@@ -304,27 +323,29 @@ class _Investigation:
         except AccessFormatError as exc:
             raise InvestigateError(f"--access-format: {exc}") from None
         paths, vhost, window, rep = self.paths, self.vhost, self.window, self.report
-        first_line = last_line = None
-        for line in read_lines(item, self.progress):
-            if first_line is None:
-                first_line = line
-            last_line = line
-            rec = parser.parse(line)
-            if rec is None or rec.method != "POST":
-                continue
-            if _norm_path(rec.path) not in paths:
-                continue
-            if vhost is not None and (rec.vhost or "").lower().split(":", 1)[0] != vhost:
-                continue
-            if rec.time not in window:
-                continue
-            rep.submissions_by_status[rec.status] = rep.submissions_by_status.get(rec.status, 0) + 1
-            if 200 <= rec.status < 400:
-                rep.submissions_total += 1
-                self.submissions.append(rec.time)
-                self.hours.add(rec.time, 0)
-            else:
-                rep.submissions_rejected += 1
+        src = LineSource(item, self.progress)
+        try:
+            for rec in parser.iter_records(src):
+                if rec.method != "POST":
+                    continue
+                if _norm_path(rec.path) not in paths:
+                    continue
+                if vhost is not None and (rec.vhost or "").lower().split(":", 1)[0] != vhost:
+                    continue
+                if rec.time not in window:
+                    continue
+                by_status = rep.submissions_by_status
+                by_status[rec.status] = by_status.get(rec.status, 0) + 1
+                if 200 <= rec.status < 400:
+                    rep.submissions_total += 1
+                    self.submissions.append(rec.time)
+                    self.hours.add(rec.time, 0)
+                else:
+                    rep.submissions_rejected += 1
+        except READ_ERRORS as exc:
+            raise src.error(exc, parser.lines) from None
+        src.finish(parser.lines)
+        first_line, last_line = _edge_lines(item.path)
         item.unparsed = parser.unparsed
         probe = AccessLogParser(fmt if parser.fmt not in BUILTIN_FORMATS else "auto", tz=self.tz)
         edges = [probe.parse(x) for x in (first_line, last_line) if x is not None]
@@ -362,19 +383,23 @@ class _Investigation:
         return [(item, parser) for _, _, item, parser in planned]
 
     def mail(self, item: InputFile, parser: LineParser[Any]) -> None:
-        lines = read_lines(item, self.progress)
+        src = LineSource(item, self.progress)
         if self.fast and isinstance(parser, SyslogMailParser):
-            records: Iterator[MailLogRecord] = self._fast_postfix(lines, parser)
+            records: Iterator[MailLogRecord] = self._fast_postfix(src, parser)
         else:
-            records = parser.iter_records(lines)
+            records = parser.iter_records(src)
         on = self.on_record
         first: datetime | None = None
         last: datetime | None = None
-        for rec in records:
-            if first is None:
-                first = rec.time
-            last = rec.time
-            on(rec)
+        try:
+            for rec in records:
+                if first is None:
+                    first = rec.time
+                last = rec.time
+                on(rec)
+        except READ_ERRORS as exc:
+            raise src.error(exc, parser.lines) from None
+        src.finish(parser.lines)
         item.unparsed = parser.unparsed
         if first is not None and last is not None:
             item.first, item.last = first.isoformat(), last.isoformat()
@@ -390,22 +415,36 @@ class _Investigation:
         sender, and delivery/expiry/removal lines of open form messages (by queue id)."""
         mb = self.mb
         fs_token = f"<{self.fs}>"
+        fs_len = len(fs_token)
+        span = len(mb) + 2  # "<" + address + ">"
         qids = self.postfix_form_qids
         parse = parser._parse
         skip = parser._skip
-        n = 0
+        clock_parse = parser.clock.parse
+        n = ignored = unparsed = 0
+        minute10 = ""  # the clock sees every 10-minute step (DST fold, new year)
         try:
             for line in lines:
                 n += 1
                 want = False
-                if "to=" in line:
-                    if mb in line or mb in line.lower():
+                i = line.find("to=")
+                if i >= 0:
+                    # the recipient fields, compared without case on short slices only
+                    if (
+                        mb in line
+                        or mb in line[i + 3 : i + span].lower()
+                        or ((j := line.find("orig_to=", i)) > 0
+                            and mb in line[j + 8 : j + 8 + span].lower())
+                    ):  # fmt: skip
                         want = True
                     elif qids:
                         p = line.find("]: ")
                         want = p < 0 or line[p + 3 : line.find(":", p + 3)] in qids
-                elif "from=" in line:
-                    if fs_token in line or fs_token in line.lower():
+                    if not want and "status=" not in line and "reject" not in line:
+                        unparsed += 1  # a truncated delivery line
+                        continue
+                elif (i := line.find("from=")) >= 0:
+                    if fs_token in line or fs_token == line[i + 5 : i + 5 + fs_len].lower():
                         want = True
                     elif qids and "status=expired" in line:
                         p = line.find("]: ")
@@ -417,19 +456,26 @@ class _Investigation:
                 elif "uota" in line or "exim" in line:
                     want = True
                 if not want:
-                    if "to=" in line and "status=" not in line and "reject" not in line:
-                        parser.unparsed += 1  # a truncated delivery line
+                    if line[15:16] == " " and line[3:4] == " " and line[:3] in MONTHS:
+                        if line[:11] != minute10:
+                            minute10 = line[:11]
+                            if clock_parse(line[:15]) is None:
+                                unparsed += 1
+                                continue
+                        ignored += 1
                     else:
                         skip(line)
                     continue
                 try:
                     rec = parse(line)
                 except Exception:
-                    parser.unparsed += 1
+                    unparsed += 1
                     continue
                 if rec is not None:
                     yield rec
         finally:
+            parser.ignored += ignored
+            parser.unparsed += unparsed
             parser.lines += n
 
     def on_record(self, r: MailLogRecord) -> None:

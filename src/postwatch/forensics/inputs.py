@@ -85,34 +85,60 @@ def _is_gzip(path: str) -> bool:
         return fh.read(2) == b"\x1f\x8b"
 
 
-def read_lines(item: InputFile, on_bytes: Callable[[int], None] | None = None) -> Iterator[str]:
-    """Yield the decoded lines of ``item`` (invalid UTF-8 replaced), hashing the file as read.
+READ_ERRORS = (OSError, EOFError, zlib.error)
 
-    Sets ``item.sha256`` and ``item.lines`` when the file has been read to its end.
+
+class LineSource:
+    """The decoded lines of one input (invalid UTF-8 replaced), hashed as they are read.
+
+    Iterate it directly (the text stream's own iterator: no per-line Python overhead), then
+    call :meth:`finish` with the number of lines read, which drains what is left, sets
+    ``item.sha256`` and ``item.lines`` and closes the file.  A read error during iteration is
+    turned into an :class:`InputError` naming the file and line by :meth:`error`.
     """
-    raw = open(item.path, "rb")  # noqa: SIM115 - closed in finally
-    hashing = _HashingReader(raw, on_bytes)
-    buffered = io.BufferedReader(hashing, buffer_size=1 << 20)
-    stream: Any = buffered
-    if _is_gzip(item.path):
-        stream = gzip.GzipFile(fileobj=buffered, mode="rb")
-    text = io.TextIOWrapper(stream, encoding="utf-8", errors="replace", newline=None)
+
+    def __init__(self, item: InputFile, on_bytes: Callable[[int], None] | None = None) -> None:
+        self.item = item
+        gz = _is_gzip(item.path)
+        self._raw = open(item.path, "rb")  # noqa: SIM115 - closed in finish()/close()
+        self._hashing = _HashingReader(self._raw, on_bytes)
+        self._buffered = io.BufferedReader(self._hashing, buffer_size=1 << 20)
+        stream: Any = self._buffered
+        if gz:
+            stream = gzip.GzipFile(fileobj=self._buffered, mode="rb")
+        self.text = io.TextIOWrapper(stream, encoding="utf-8", errors="replace", newline=None)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.text)
+
+    def finish(self, lines: int) -> None:
+        try:
+            while self._buffered.read(1 << 20):
+                pass  # bytes the decoder did not need: the hash covers the whole file
+        finally:
+            self.close()
+        self.item.lines = lines
+        self.item.sha256 = self._hashing.hash.hexdigest()
+
+    def error(self, exc: BaseException, lines: int) -> InputError:
+        self.close()
+        return InputError(f"{self.item.path}: line {lines + 1}: cannot read: {exc}")
+
+    def close(self) -> None:
+        self._raw.close()
+
+
+def read_lines(item: InputFile, on_bytes: Callable[[int], None] | None = None) -> Iterator[str]:
+    """Yield the lines of ``item`` through a :class:`LineSource` (convenience for small inputs)."""
+    src = LineSource(item, on_bytes)
     n = 0
     try:
-        try:
-            for line in text:
-                n += 1
-                yield line
-        except (OSError, EOFError, zlib.error) as exc:
-            raise InputError(f"{item.path}: line {n + 1}: cannot read: {exc}") from None
-        # read any bytes the decoder did not need (so the hash covers the whole file)
-        while buffered.read(1 << 20):
-            pass
-        item.lines = n
-        item.sha256 = hashing.hash.hexdigest()
-    finally:
-        item.lines = n
-        raw.close()
+        for line in src:
+            n += 1
+            yield line
+    except READ_ERRORS as exc:
+        raise src.error(exc, n) from None
+    src.finish(n)
 
 
 def head_lines(path: str, count: int = 200) -> list[str]:

@@ -13,6 +13,7 @@ line and counted, never regex-parsed.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
 from datetime import datetime, tzinfo
 
 from postwatch.maillogs.base import LineParser
@@ -159,13 +160,49 @@ class AccessLogParser(LineParser[AccessRecord]):
             self._custom = compile_logformat(fmt)
         self.skipped = 0  # lines not fully parsed because of the prefilter
 
-    def _parse(self, line: str) -> AccessRecord | None:
-        if self.prefilter is not None and self.prefilter not in line:
-            if " [" not in line or '"' not in line:
-                self.unparsed += 1
-            else:
-                self.skipped += 1
+    def parse(self, line: str) -> AccessRecord | None:
+        self.lines += 1
+        prefilter = self.prefilter
+        if prefilter is not None and prefilter not in line:
+            self._skip(line)
             return None
+        try:
+            return self._parse(line)
+        except Exception:  # a parser must never stop on a bad line
+            self.unparsed += 1
+            return None
+
+    def iter_records(self, lines: Iterable[str]) -> Iterator[AccessRecord]:
+        """Parse a stream of lines (the prefilter is applied inline: the fast path)."""
+        prefilter = self.prefilter
+        parse = self._parse
+        n = 0
+        try:
+            for line in lines:
+                n += 1
+                if prefilter is not None and prefilter not in line:
+                    if " [" in line and '"' in line:
+                        self.skipped += 1
+                    else:
+                        self.unparsed += 1
+                    continue
+                try:
+                    record = parse(line)
+                except Exception:
+                    self.unparsed += 1
+                    continue
+                if record is not None:
+                    yield record
+        finally:
+            self.lines += n
+
+    def _skip(self, line: str) -> None:
+        if " [" in line and '"' in line:
+            self.skipped += 1
+        else:
+            self.unparsed += 1
+
+    def _parse(self, line: str) -> AccessRecord | None:
         if line.endswith("\n"):
             line = line.rstrip("\r\n")
         if self._custom is not None:

@@ -243,10 +243,7 @@ class SyslogMailParser(LineParser[MailLogRecord]):
                 self.unparsed += 1
             else:
                 self.ignored += 1
-        elif (
-            (line[4:5] == "-" and line[10:11] == "T")
-            or (line[:1] == "<" and ">" in line[:6])
-        ):
+        elif (line[4:5] == "-" and line[10:11] == "T") or (line[:1] == "<" and ">" in line[:6]):
             self.ignored += 1
         else:
             self.unparsed += 1
