@@ -11,7 +11,7 @@ import os
 import re
 import tomllib
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -134,6 +134,8 @@ class SmtpConfig(SecretSource):
     password_file: Path | None = None
     timeout: Duration = timedelta(seconds=30)
     helo: str | None = None
+    #: CA bundle to verify the server's certificate (default: the system's trust store)
+    ca_file: Path | None = None
 
     @model_validator(mode="after")
     def _secret(self) -> SmtpConfig:
@@ -157,6 +159,12 @@ class IntakeConfig(Model):
     max_attachment_kb: int = Field(default=5120, ge=1)
     rate_limit: int = Field(default=20, ge=0, description="submissions per IP per minute; 0 = off")
     honeypot_field: str = "_gotcha"
+    max_fields: int = Field(default=200, ge=1)
+    max_field_name_chars: int = Field(default=200, ge=1, le=1000)
+    max_field_value_chars: int = Field(default=65536, ge=1)
+    max_attachments: int = Field(default=10, ge=0)
+    batch_max: int = Field(default=256, ge=1, le=10000)
+    purge_every: Duration = timedelta(hours=1)
 
 
 # --------------------------------------------------------------------------- accounts
@@ -210,13 +218,49 @@ class SiteConfig(Model):
     limit_mb: float | None = Field(default=None, gt=0)
 
 
+_HHMM = r"([01]?\d|2[0-3]):[0-5]\d"
+_QUIET_RE = re.compile(rf"^\s*{_HHMM}\s*-\s*{_HHMM}\s*$")
+_DIGEST_RE = re.compile(
+    rf"^\s*(off|daily\s+{_HHMM}|weekly\s+(mon|tue|wed|thu|fri|sat|sun)[a-z]*\s+{_HHMM})\s*$",
+    re.IGNORECASE,
+)
+
+
+def _check_timezone(v: str | None) -> str | None:
+    if v is None:
+        return v
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(v)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {v!r} (write e.g. 'Europe/Amsterdam')") from None
+    return v
+
+
 class ContactConfig(Model):
-    name: str
+    name: str = Field(min_length=1, max_length=200)
     role: Ident
     language: Literal["en", "nl"] = "en"
+    #: Apprise URLs, tried in order (docs/config/alerts.md)
     channels: list[SecretStr] = Field(default_factory=list)
+    #: "22:00-07:00" in ``timezone``: only critical alerts are sent in this time
     quiet_hours: str | None = None
     timezone: str | None = None
+    #: the person's own address; used to recognise them across accounts (one digest)
+    email: Email | None = None
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _quiet(cls, v: str | None) -> str | None:
+        if v is not None and not _QUIET_RE.match(v):
+            raise ValueError(f"quiet_hours must be 'HH:MM-HH:MM', got {v!r}")
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str | None) -> str | None:
+        return _check_timezone(v)
 
 
 class AccountConfig(Model):
@@ -252,12 +296,69 @@ class SyslogConfig(Model):
     )
 
 
-class CapacityConfig(Model):
+class CapacityConfig(SecretSource):
     poll_every: Duration = timedelta(minutes=5)
     levels: list[int] = Field(default_factory=lambda: [80, 90, 95])
     ok_margin: float = 5.0
     forecast_horizon: Duration = timedelta(hours=72)
     forecast_window: Duration = timedelta(days=14)
+    # documented in docs/config/capacity.md
+    scan_every: Duration = timedelta(hours=1)
+    source_timeout: Duration = timedelta(seconds=20)
+    imap_concurrency: int = Field(default=32, ge=1, le=512)
+    largest: int = Field(default=20, ge=1, le=1000)
+    hook_token: SecretStr | None = None
+    hook_token_env: str | None = None
+    hook_token_file: Path | None = None
+
+    @field_validator("levels")
+    @classmethod
+    def _levels(cls, v: list[int]) -> list[int]:
+        if not v or any(not 0 < x < 100 for x in v):
+            raise ValueError("levels must be percentages between 1 and 99")
+        return sorted(set(v))
+
+    @model_validator(mode="after")
+    def _secret(self) -> CapacityConfig:
+        self.hook_token = self._resolve("hook_token")
+        return self
+
+
+class SilenceConfig(Model):
+    """A silence: matching alerts are recorded but not sent between ``starts`` and ``ends``."""
+
+    account: str | None = None
+    concern: str | None = None
+    subject: str | None = None
+    starts: datetime | None = None
+    ends: datetime
+    reason: str = ""
+
+
+class MaintenanceConfig(Model):
+    """A recurring maintenance window: e.g. days = ["sun"], start = "02:00", end = "04:00"."""
+
+    accounts: list[str] = Field(default_factory=list)
+    concerns: list[str] = Field(default_factory=list)
+    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(
+        default_factory=lambda: ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]  # type: ignore[arg-type]
+    )
+    start: str
+    end: str
+    timezone: str = "UTC"
+    reason: str = ""
+
+    @field_validator("start", "end")
+    @classmethod
+    def _hhmm(cls, v: str) -> str:
+        if not re.match(rf"^{_HHMM}$", v.strip()):
+            raise ValueError(f"not a time of day 'HH:MM': {v!r}")
+        return v.strip()
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        return _check_timezone(v) or "UTC"
 
 
 class AlertsConfig(SecretSource):
@@ -269,10 +370,41 @@ class AlertsConfig(SecretSource):
     secret: SecretStr | None = None
     secret_env: str | None = None
     secret_file: Path | None = None
+    #: time zone for digests and messages of contacts without their own
+    timezone: str = "UTC"
+    #: how often the alert engine looks for new events and due work
+    poll_interval: Duration = timedelta(milliseconds=500)
+    #: alerts without a recovery event (e.g. bounces) resolve after this long without news
+    resolve_after: Duration = timedelta(hours=24)
+    #: how long an acknowledge link in a notification stays valid
+    ack_link_ttl: Duration = timedelta(days=7)
+    #: sending rounds per notification (all channels of the contact each round) before giving up
+    send_attempts: int = Field(default=5, ge=1, le=50)
+    #: pause after a round in which every channel failed (doubles each round, max 1h)
+    retry_after: Duration = timedelta(seconds=30)
+    silences: list[SilenceConfig] = Field(default_factory=list)
+    maintenance: list[MaintenanceConfig] = Field(default_factory=list)
+    #: bearer token for the alerts API (GET /api/alerts, POST /api/alerts/ID/ack); off if unset
+    api_token: SecretStr | None = None
+    api_token_env: str | None = None
+    api_token_file: Path | None = None
+
+    @field_validator("digest")
+    @classmethod
+    def _digest(cls, v: str) -> str:
+        if not _DIGEST_RE.match(v):
+            raise ValueError(f"digest must be 'daily HH:MM', 'weekly DAY HH:MM' or 'off', got {v!r}")
+        return " ".join(v.lower().split())
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        return _check_timezone(v) or "UTC"
 
     @model_validator(mode="after")
     def _secret(self) -> AlertsConfig:
         self.secret = self._resolve("secret")
+        self.api_token = self._resolve("api_token")
         return self
 
 

@@ -1,0 +1,224 @@
+"""CLI: ``postwatch alerts ...`` and ``postwatch responsibilities``."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from postwatch.config import DEFAULT_CONFIG_PATH
+
+ConfigOpt = Annotated[
+    Path,
+    typer.Option("--config", "-c", help="the TOML config file", envvar="POSTWATCH_CONFIG"),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="JSON output")]
+
+
+def register(app: typer.Typer) -> None:
+    alerts = typer.Typer(help="Alerts: list, acknowledge, history, channels, silences.",
+                         no_args_is_help=True)
+    app.add_typer(alerts, name="alerts")
+
+    @app.command("responsibilities")
+    def responsibilities(
+        account: Annotated[str, typer.Option(help="the account id")],
+        html: Annotated[bool, typer.Option("--html", help="a one-page HTML sheet")] = False,
+        config: ConfigOpt = DEFAULT_CONFIG_PATH,
+    ) -> None:
+        """Print who is told about what for an account (text, or HTML to attach to an agreement)."""
+        from postwatch.alerts.sheet import html_sheet, text_sheet
+        from postwatch.cli import fail, open_config
+
+        cfg = open_config(config)
+        try:
+            acc = cfg.account(account)
+        except KeyError:
+            fail(f"no account {account!r} in {config}")
+        typer.echo(html_sheet(cfg, acc) if html else text_sheet(cfg, acc), nl=False)
+
+    @alerts.command("list")
+    def list_(
+        account: Annotated[str | None, typer.Option(help="only this account")] = None,
+        all_: Annotated[bool, typer.Option("--all", help="include resolved alerts")] = False,
+        as_json: JsonOpt = False,
+        config: ConfigOpt = DEFAULT_CONFIG_PATH,
+    ) -> None:
+        """List open alerts (newest first)."""
+        from postwatch.alerts.queries import list_alerts
+        from postwatch.cli import open_config, open_store
+
+        cfg = open_config(config)
+        db = open_store(cfg)
+        with db.session(readonly=True) as s:
+            rows = list_alerts(s, account=account, include_resolved=all_)
+        if as_json:
+            typer.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+            return
+        if not rows:
+            typer.echo("no open alerts" if not all_ else "no alerts")
+        for r in rows:
+            ack = f" acked by {r['acked_by']}" if r["acked_by"] else ""
+            typer.echo(
+                f"{r['id']:>6} {r['state']:<12} {r['severity']:<8} {r['account']:<12} "
+                f"{r['rule']:<13} {r['subject']}  x{r['count']} since {r['started_at']}"
+                f" level {r['level']}{ack}"
+            )
+
+    @alerts.command("ack")
+    def ack(
+        alert_id: Annotated[int, typer.Argument(help="the alert's id")],
+        by: Annotated[str, typer.Option(help="who acknowledges")] = "cli",
+        config: ConfigOpt = DEFAULT_CONFIG_PATH,
+    ) -> None:
+        """Acknowledge an alert: stops its reminders and escalation."""
+        from postwatch.alerts.engine import acknowledge
+        from postwatch.cli import fail, open_config, open_store
+
+        cfg = open_config(config)
+        db = open_store(cfg)
+        with db.session() as s:
+            res = acknowledge(s, alert_id, by=by, now=datetime.now(UTC), via="cli")
+        if not res.ok:
+            fail(res.message)
+        typer.echo(res.message)
+
+    @alerts.command("history")
+    def history(
+        account: Annotated[str, typer.Option(help="the account id")],
+        since: Annotated[str | None, typer.Option(help="ISO time or a duration back (7d)")] = None,
+        as_json: JsonOpt = False,
+        config: ConfigOpt = DEFAULT_CONFIG_PATH,
+    ) -> None:
+        """Who was told what, when, on which channel (masked), with what result."""
+        from postwatch.alerts.queries import history as hist
+        from postwatch.cli import fail, open_config, open_store, parse_since
+
+        cfg = open_config(config)
+        try:
+            cfg.account(account)
+        except KeyError:
+            fail(f"no account {account!r} in {config}")
+        db = open_store(cfg)
+        with db.session(readonly=True) as s:
+            rows = hist(s, account=account, since=parse_since(since))
+        if as_json:
+            typer.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+            return
+        if not rows:
+            typer.echo(f"no notifications for {account}")
+        for r in rows:
+            ack = f" (acknowledged by {r['acked_by']})" if r["acked_by"] else ""
+            typer.echo(
+                f"{r['created_at']} #{r['notification']} alert {r['alert'] or '-'} {r['kind']} "
+                f"-> {r['contact']} ({r['role']}): {r['state']}{ack}"
+            )
+            typer.echo(f"    {r['title']}")
+            for t in r["attempts"]:
+                err = f": {t['error']}" if t["error"] else ""
+                typer.echo(f"    {t['at']} {t['result']:<7} {t['channel']}{err}")
+
+    @alerts.command("channels")
+    def channels(
+        account: Annotated[str | None, typer.Option(help="only this account")] = None,
+        test: Annotated[bool, typer.Option("--test", help="send a test message on each")] = False,
+        config: ConfigOpt = DEFAULT_CONFIG_PATH,
+    ) -> None:
+        """Every contact's channels (masked) with their last result and error."""
+        from postwatch.alerts import channels as ch
+        from postwatch.alerts import routing
+        from postwatch.alerts.engine import Engine
+        from postwatch.cli import open_config, open_store
+        from postwatch.store.models_alerts import AlertChannel
+
+        cfg = open_config(config)
+        db = open_store(cfg)
+        now = datetime.now(UTC)
+        bad = 0
+        for acc in cfg.accounts:
+            if account is not None and acc.id != account:
+                continue
+            for c in acc.contacts:
+                key = routing.contact_key(acc, c)
+                typer.echo(f"{acc.id}: {c.name} ({c.role}, {c.language})")
+                if not c.channels:
+                    typer.echo("    no channels")
+                    bad += 1
+                for info, url in zip(routing.contact_channels(c), c.channels, strict=True):
+                    if test and info.valid:
+                        ok, err = ch.send(
+                            url.get_secret_value(),
+                            "postwatch test",
+                            f"Test message for {c.name} ({acc.id}) from postwatch.",
+                        )
+                        with db.session() as s:
+                            Engine._channel_status(s, key, info.index, info.masked, ok, err, now)
+                    with db.session(readonly=True) as s:
+                        st = s.get(AlertChannel, (key, info.index))
+                        if st is None:
+                            status = "never used"
+                        elif st.failures:
+                            bad += 1
+                            status = (
+                                f"FAILING ({st.failures}x, last {st.last_error_at:%Y-%m-%d %H:%M}"
+                                f"): {st.last_error}"
+                            )
+                        else:
+                            status = f"ok (last {st.last_ok_at:%Y-%m-%d %H:%M})"
+                    if not info.valid:
+                        status = f"NOT USABLE: {info.error}"
+                        bad += 1
+                    typer.echo(f"    {info.index + 1}. {info.masked}  {status}")
+        if bad:
+            raise typer.Exit(1)
+
+    @alerts.command("silence")
+    def silence(
+        for_: Annotated[str, typer.Option("--for", help="how long (2h, 3d)")],
+        account: Annotated[str | None, typer.Option(help="account (default: all)")] = None,
+        concern: Annotated[str | None, typer.Option(help="mailbox, site, ...")] = None,
+        subject: Annotated[str | None, typer.Option(help="mailbox address or site")] = None,
+        reason: Annotated[str, typer.Option(help="why (shown in the record)")] = "",
+        config: ConfigOpt = DEFAULT_CONFIG_PATH,
+    ) -> None:
+        """Hold back notifications of matching alerts for a while (they are still recorded)."""
+        from postwatch.cli import fail, open_config, open_store
+        from postwatch.config import parse_duration
+        from postwatch.store.models_alerts import AlertSilence
+
+        try:
+            length = parse_duration(for_)
+        except ValueError as exc:
+            fail(f"--for: {exc}")
+        cfg = open_config(config)
+        db = open_store(cfg)
+        now = datetime.now(UTC)
+        with db.session() as s:
+            row = AlertSilence(account=account, concern=concern,
+                               subject=subject.lower() if subject else None, starts=now,
+                               ends=now + length, reason=reason, created_by="cli")
+            s.add(row)
+            s.flush()
+            sid = row.id
+        typer.echo(f"silence {sid} until {(now + length).isoformat(timespec='minutes')}")
+
+    @alerts.command("unsilence")
+    def unsilence(
+        silence_id: Annotated[int, typer.Argument(help="the silence's id")],
+        config: ConfigOpt = DEFAULT_CONFIG_PATH,
+    ) -> None:
+        """End a silence now."""
+        from postwatch.cli import fail, open_config, open_store
+        from postwatch.store.models_alerts import AlertSilence
+
+        cfg = open_config(config)
+        db = open_store(cfg)
+        with db.session() as s:
+            row = s.get(AlertSilence, silence_id)
+            if row is None:
+                fail(f"no silence {silence_id}")
+            row.ends = datetime.now(UTC)
+        typer.echo(f"silence {silence_id} ended")

@@ -1,0 +1,223 @@
+"""Rules: which event opens, grows or ends which alert.
+
+An alert's fingerprint is ``account/concern/subject/rule`` (e.g.
+``gym/mailbox/info@gym.example/mailbox_full``). A ``fire`` signal opens the alert or, when it is
+already open, is grouped into it (count + 1, newest facts). A ``resolve`` signal ends it.
+
+Severities: ``critical`` (sent at once, also in quiet hours), ``warning`` (sent, but waits for
+the end of a contact's quiet hours), ``low`` (only in the daily/weekly digest).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from postwatch.config import Config
+
+SEVERITIES = ("low", "warning", "critical")
+RANK = {s: i for i, s in enumerate(SEVERITIES)}
+
+#: an open alert of the key's rule silences the notifications of these rules on the same subject
+INHIBITS: dict[str, set[str]] = {
+    "mailbox_full": {"quota", "forecast", "delivery"},
+    "quota": {"forecast"},
+}
+#: rules without a recovery event: they resolve after ``alerts.resolve_after`` without news
+AUTO_RESOLVE = {"delivery", "lead_lost", "source", "probe"}
+
+
+@dataclass
+class Signal:
+    action: Literal["fire", "resolve"]
+    account: str
+    concern: str
+    subject: str
+    rules: tuple[str, ...]
+    severity: str = "warning"
+    data: dict[str, Any] = field(default_factory=dict)
+    #: how much this event adds to the alert's count (an episode start that comes with its
+    #: own ``delivery_failed`` line adds nothing, so 200 lines count 200)
+    weight: int = 1
+
+    @property
+    def rule(self) -> str:
+        return self.rules[0]
+
+
+def fingerprint(account: str, concern: str, subject: str, rule: str) -> str:
+    return f"{account}/{concern}/{subject}/{rule}"
+
+
+@dataclass
+class EventView:
+    """The parts of an event the rules read (independent of the ORM row)."""
+
+    id: int
+    kind: str
+    at: datetime
+    account: str | None
+    mailbox: str | None
+    form: str | None
+    data: dict[str, Any]
+
+
+def _account(config: Config, ev: EventView, mailbox: str | None) -> str | None:
+    if ev.account:
+        return ev.account
+    if mailbox:
+        acc = config.mailbox_account(mailbox)
+        return acc.id if acc else None
+    return None
+
+
+def _facts(data: dict[str, Any], *keys: str) -> dict[str, Any]:
+    return {k: data[k] for k in keys if k in data and data[k] is not None}
+
+
+_FAIL_KEYS = ("reason", "status", "evidence", "source", "permanent", "code", "reply", "queue_id")
+
+
+def _delivery_problem(config: Config, ev: EventView, mailbox: str | None) -> list[Signal]:
+    if not mailbox:
+        return []
+    mailbox = mailbox.lower()
+    acc = _account(config, ev, mailbox)
+    if acc is None:
+        return []
+    facts = _facts(ev.data, *_FAIL_KEYS)
+    if ev.data.get("reason") == "mailbox_full":
+        return [Signal("fire", acc, "mailbox", mailbox, ("mailbox_full",), "critical", facts)]
+    permanent = bool(ev.data.get("permanent"))
+    sev = "critical" if permanent else "warning"
+    return [Signal("fire", acc, "mailbox", mailbox, ("delivery",), sev, facts)]
+
+
+def on_mailbox_full(config: Config, ev: EventView) -> list[Signal]:
+    box = (ev.mailbox or ev.data.get("mailbox") or "").lower()
+    acc = _account(config, ev, box)
+    if not box or acc is None:
+        return []
+    facts = _facts(ev.data, *_FAIL_KEYS)
+    return [Signal("fire", acc, "mailbox", box, ("mailbox_full",), "critical", facts, weight=0)]
+
+
+def on_mailbox_recovered(config: Config, ev: EventView) -> list[Signal]:
+    box = (ev.mailbox or ev.data.get("mailbox") or "").lower()
+    acc = _account(config, ev, box)
+    if not box or acc is None:
+        return []
+    facts = _facts(ev.data, "evidence", "failures", "since")
+    return [Signal("resolve", acc, "mailbox", box, ("mailbox_full", "delivery"), data=facts)]
+
+
+def on_delivery_failed(config: Config, ev: EventView) -> list[Signal]:
+    return _delivery_problem(config, ev, ev.mailbox or ev.data.get("mailbox"))
+
+
+def on_delivery_attempt(config: Config, ev: EventView) -> list[Signal]:
+    rcpt = ev.data.get("recipient") or ev.mailbox
+    if not rcpt or config.mailbox_account(str(rcpt)) is None:
+        return []  # only the watched mailboxes
+    result = ev.data.get("result")
+    if result == "delivered":
+        acc = _account(config, ev, rcpt)
+        if acc is None:
+            return []
+        return [Signal("resolve", acc, "mailbox", str(rcpt).lower(), ("delivery",))]
+    if result in ("failed", "deferred", "held"):
+        return _delivery_problem(config, ev, str(rcpt))
+    return []
+
+
+def on_delivery_expired(config: Config, ev: EventView) -> list[Signal]:
+    acc = ev.account
+    if acc is None:
+        return []
+    subject = ev.form or str(ev.data.get("form") or "forms")
+    facts = _facts(ev.data, "submission", "recipient", "reason")
+    return [Signal("fire", acc, "lead_flow", subject, ("lead_lost",), "critical", facts)]
+
+
+def _capacity_subject(config: Config, ev: EventView) -> tuple[str, str, str] | None:
+    kind = str(ev.data.get("subject") or ("mailbox" if ev.mailbox else "site"))
+    name = str(ev.data.get("name") or ev.mailbox or "")
+    if not name:
+        return None
+    concern = "mailbox" if kind == "mailbox" else "site"
+    if concern == "mailbox":
+        name = name.lower()
+    acc = _account(config, ev, name if concern == "mailbox" else None)
+    if acc is None:
+        return None
+    return acc, concern, name
+
+
+_QUOTA_KEYS = ("level", "percent", "used_bytes", "limit_bytes", "full_at", "growth_bytes_per_day")
+
+
+def on_quota(config: Config, ev: EventView) -> list[Signal]:
+    where = _capacity_subject(config, ev)
+    if where is None:
+        return []
+    acc, concern, name = where
+    facts = _facts(ev.data, *_QUOTA_KEYS)
+    if ev.kind == "quota_ok":
+        return [Signal("resolve", acc, concern, name, ("quota", "forecast"), data=facts)]
+    if ev.kind == "quota_full":
+        sev = "critical"
+    else:
+        level = float(ev.data.get("level") or ev.data.get("percent") or 0)
+        sev = "warning" if level >= 90 else "low"
+    return [Signal("fire", acc, concern, name, ("quota",), sev, facts)]
+
+
+def on_forecast(config: Config, ev: EventView) -> list[Signal]:
+    where = _capacity_subject(config, ev)
+    if where is None:
+        return []
+    acc, concern, name = where
+    facts = _facts(ev.data, *_QUOTA_KEYS)
+    sev = "low"
+    full_at = ev.data.get("full_at")
+    if isinstance(full_at, str):
+        try:
+            when = datetime.fromisoformat(full_at)
+            if when.tzinfo is not None and (when - ev.at).total_seconds() < 86400:
+                sev = "warning"  # full within a day: not something for tomorrow's digest
+        except ValueError:
+            pass
+    return [Signal("fire", acc, concern, name, ("forecast",), sev, facts)]
+
+
+def on_quota_source_failed(config: Config, ev: EventView) -> list[Signal]:
+    box = str(ev.data.get("mailbox") or ev.mailbox or ev.data.get("source") or "")
+    acc = _account(config, ev, box if "@" in box else None)
+    if not box or acc is None:
+        return []
+    facts = _facts(ev.data, "source", "error")
+    return [Signal("fire", acc, "monitoring", box.lower(), ("source",), "warning", facts)]
+
+
+RuleFn = Callable[[Config, EventView], list[Signal]]
+
+#: event kind -> rule; add a kind here to make it alert (docs/alerts.md)
+RULES: dict[str, RuleFn] = {
+    "mailbox_full": on_mailbox_full,
+    "mailbox_recovered": on_mailbox_recovered,
+    "delivery_failed": on_delivery_failed,
+    "delivery_attempt": on_delivery_attempt,
+    "delivery_expired": on_delivery_expired,
+    "quota_warning": on_quota,
+    "quota_full": on_quota,
+    "quota_ok": on_quota,
+    "forecast_full": on_forecast,
+    "quota_source_failed": on_quota_source_failed,
+}
+
+
+def signals(config: Config, ev: EventView) -> list[Signal]:
+    fn = RULES.get(ev.kind)
+    return fn(config, ev) if fn is not None else []

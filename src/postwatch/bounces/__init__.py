@@ -1,0 +1,1 @@
+"""Bounce messages: DSN and non-standard bounce parsing, ``classify-bounce``, IMAP watch."""

@@ -1,0 +1,232 @@
+"""The background services ``postwatch serve`` runs for the delivery watch.
+
+- :class:`MaillogService`: one per ``[[maillogs]]``: follows the file (``tail -F``), turns its
+  lines into events, and stores the file position in the same transaction as the events.
+- :class:`SyslogService`: the ``[syslog]`` listener; one parser per sending host.
+- bounce mailboxes over IMAP IDLE: :mod:`postwatch.bounces.imap`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from datetime import UTC, datetime, tzinfo
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+from postwatch.config import Config, MaillogConfig, resolve_path
+from postwatch.rooms import Service
+from postwatch.store import Database, StoreUnavailable
+from postwatch.store.models_watch import FollowedFile
+from postwatch.watch.detect import (
+    LineProcessor,
+    Observation,
+    store_observations,
+    watched_mailboxes,
+)
+from postwatch.watch.follow import Follower, Position, follow
+from postwatch.watch.syslog import SyslogListener, SyslogMessage
+
+log = logging.getLogger("postwatch.watch")
+
+#: how long a position-only change may wait before it is stored (lines without events)
+POSITION_SAVE_EVERY = 1.0
+
+
+def _tz(name: str | None) -> tzinfo | None:
+    return ZoneInfo(name) if name else None
+
+
+def load_position(db: Database, key: str) -> Position | None:
+    with db.session(readonly=True) as s:
+        row = s.get(FollowedFile, key)
+        if row is None:
+            return None
+        return Position(int(row.device), int(row.inode), int(row.offset))
+
+
+def save_progress(
+    db: Database,
+    key: str,
+    position: Position | None,
+    observations: list[Observation],
+    *,
+    lines: int = 0,
+    unparsed: int = 0,
+) -> list[str]:
+    """Events and the new position in one transaction: a line is never stored twice."""
+    with db.session() as s:
+        kinds = store_observations(s, observations)
+        if position is not None:
+            row = s.get(FollowedFile, key)
+            if row is None:
+                row = FollowedFile(path=key)
+                s.add(row)
+            row.device, row.inode, row.offset = position.device, position.inode, position.offset
+            row.lines, row.unparsed = lines, unparsed
+            row.updated_at = datetime.now(UTC)
+    return kinds
+
+
+class MaillogService:
+    """Follow one mail log file and turn it into events."""
+
+    def __init__(
+        self,
+        config: Config,
+        db: Database,
+        maillog: MaillogConfig,
+        *,
+        poll_interval: float = 0.05,
+        start: Literal["end", "beginning"] = "end",
+    ) -> None:
+        self.config = config
+        self.db = db
+        self.path = resolve_path(config, maillog.path)
+        self.key = str(self.path)
+        self.name = f"watch:{self.path}"
+        self.maillog = maillog
+        self.poll_interval = poll_interval
+        self.start = start
+        self.processor: LineProcessor | None = None
+        self.stored_events = 0
+
+    def _processor(self) -> LineProcessor:
+        return LineProcessor(
+            watched_mailboxes(self.config),
+            source=f"file:{self.path}",
+            fmt=self.maillog.format,
+            year=self.maillog.year,
+            tz=_tz(self.maillog.timezone),
+        )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        position = await asyncio.to_thread(load_position, self.db, self.key)
+        follower = Follower(self.path, position, start=self.start)
+        processor = self.processor = self._processor()
+        pending: Position | None = None
+        last_save = time.monotonic()
+        try:
+            async for chunk in follow(follower, stop, interval=self.poll_interval):
+                observations = processor.feed(chunk.lines)
+                if "rotated" in chunk.events or "truncated" in chunk.events:
+                    log.info("%s: %s", self.path, ", ".join(chunk.events))
+                now = time.monotonic()
+                if observations or chunk.events or now - last_save >= POSITION_SAVE_EVERY:
+                    await self._save(chunk.position, observations)
+                    pending = None
+                    last_save = now
+                else:
+                    pending = chunk.position
+        finally:
+            follower.close()
+            if pending is not None:
+                with contextlib.suppress(StoreUnavailable):
+                    await self._save(pending, [])
+
+    async def _save(self, position: Position, observations: list[Observation]) -> None:
+        assert self.processor is not None
+        delay = 0.5
+        while True:
+            try:
+                kinds = await asyncio.to_thread(
+                    save_progress,
+                    self.db,
+                    self.key,
+                    position,
+                    observations,
+                    lines=self.processor.lines,
+                    unparsed=self.processor.unparsed,
+                )
+                self.stored_events += len(kinds)
+                return
+            except StoreUnavailable as exc:
+                # hold the lines: nothing is acknowledged until stored (the file keeps them)
+                log.warning("%s: store unavailable (%s); retrying in %.1fs", self.name, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+
+class SyslogService:
+    """The syslog listener: messages from other machines, through the same parsers."""
+
+    name = "watch:syslog"
+
+    def __init__(self, config: Config, db: Database) -> None:
+        assert config.syslog is not None
+        self.config = config
+        self.db = db
+        self.watched = watched_mailboxes(config)
+        self.listener = SyslogListener(
+            config.syslog.listen, self._on_message, protocols=list(config.syslog.protocols)
+        )
+        self._processors: dict[str, LineProcessor] = {}
+        self._queue: asyncio.Queue[list[Observation]] = asyncio.Queue()
+        self.stored_events = 0
+
+    def _on_message(self, msg: SyslogMessage, peer: str) -> None:
+        host = msg.hostname or peer
+        proc = self._processors.get(host)
+        if proc is None:
+            if len(self._processors) > 10_000:  # bounded: forget the oldest host
+                self._processors.pop(next(iter(self._processors)))
+            proc = self._processors[host] = LineProcessor(
+                self.watched, source=f"syslog:{host}", fmt="postfix"
+            )
+        observations = proc.feed([msg.to_line()])
+        if observations:
+            self._queue.put_nowait(observations)
+
+    async def _writer(self, stop: asyncio.Event) -> None:
+        while not (stop.is_set() and self._queue.empty()):
+            try:
+                batch = await asyncio.wait_for(self._queue.get(), timeout=0.2)
+            except TimeoutError:
+                continue
+            while not self._queue.empty():
+                batch.extend(self._queue.get_nowait())
+            delay = 0.5
+            while True:
+                try:
+                    kinds = await asyncio.to_thread(self._store, batch)
+                    self.stored_events += len(kinds)
+                    break
+                except StoreUnavailable as exc:
+                    log.warning("syslog: store unavailable (%s); retrying", exc)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 30.0)
+
+    def _store(self, batch: list[Observation]) -> list[str]:
+        with self.db.session() as s:
+            return store_observations(s, batch)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.listener.start()
+        log.info(
+            "syslog listening on %s (udp %s, tcp %s)",
+            self.listener.host,
+            self.listener.udp_port,
+            self.listener.tcp_port,
+        )
+        writer = asyncio.create_task(self._writer(stop))
+        try:
+            await stop.wait()
+        finally:
+            await self.listener.close()
+            await writer
+
+
+def build_services(config: Config, db: Database) -> list[Service]:
+    """The watch's services for ``postwatch serve`` / ``postwatch worker``."""
+    services: list[Any] = [MaillogService(config, db, m) for m in config.maillogs]
+    if config.syslog is not None:
+        services.append(SyslogService(config, db))
+    from postwatch.bounces.imap import build_bounce_services
+
+    services.extend(build_bounce_services(config, db))
+    return services
+
+
+__all__ = ["MaillogService", "SyslogService", "build_services", "load_position"]
