@@ -324,14 +324,18 @@ class _Investigation:
             raise InvestigateError(f"--access-format: {exc}") from None
         paths, vhost, window, rep = self.paths, self.vhost, self.window, self.report
         src = LineSource(item, self.progress)
+        no_vhost = False
         try:
             for rec in parser.iter_records(src):
                 if rec.method != "POST":
                     continue
                 if _norm_path(rec.path) not in paths:
                     continue
-                if vhost is not None and (rec.vhost or "").lower().split(":", 1)[0] != vhost:
-                    continue
+                if vhost is not None:
+                    if rec.vhost is None:
+                        no_vhost = True  # this log has no vhost field: --vhost cannot apply
+                    elif rec.vhost.lower().split(":", 1)[0] != vhost:
+                        continue
                 if rec.time not in window:
                     continue
                 by_status = rep.submissions_by_status
@@ -345,6 +349,12 @@ class _Investigation:
         except READ_ERRORS as exc:
             raise src.error(exc, parser.lines) from None
         src.finish(parser.lines)
+        if no_vhost:
+            self.report.unanswered.append(
+                f"Which virtual host the requests in {item.path} were for: that log has no "
+                "virtual-host field, so --vhost could not be applied to it (all its POSTs to "
+                "the form path were counted)."
+            )
         first_line, last_line = _edge_lines(item.path)
         item.unparsed = parser.unparsed
         probe = AccessLogParser(fmt if parser.fmt not in BUILTIN_FORMATS else "auto", tz=self.tz)

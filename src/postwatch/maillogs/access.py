@@ -53,6 +53,10 @@ _FIELD_PATTERNS = {
     "{Referer}i": ("referer", None),
     "{User-agent}i": ("user_agent", None),
     "{User-Agent}i": ("user_agent", None),
+    "m": ("method", r"[A-Za-z]+"),
+    "U": ("path", r"\S*?"),
+    "q": ("query", r"(?:\?\S*)?"),
+    "H": ("protocol", r"\S+"),
 }
 _TOKEN_RE = re.compile(r"%[<>]?(?:\{[^}]*\})?[a-zA-Z%]")
 
@@ -83,6 +87,8 @@ def compile_logformat(fmt: str) -> re.Pattern[str]:
         else:
             out.append(f"(?:{body})")
     out.append(re.escape(fmt[pos:]))
+    if "request" not in seen and {"method", "path"} <= seen:
+        seen.add("request")  # %m %U%q %H instead of %r
     missing = {"time", "request", "status"} - seen
     if missing:
         raise AccessFormatError(f"LogFormat lacks {', '.join(sorted(missing))}: {fmt!r}")
@@ -260,7 +266,11 @@ class AccessLogParser(LineParser[AccessRecord]):
         if time is None:
             self.unparsed += 1
             return None
-        method, path, query, protocol = _split_request(_unescape(d["request"]) or "")
+        if d.get("request") is not None:
+            method, path, query, protocol = _split_request(_unescape(d["request"]) or "")
+        else:
+            method, path = d.get("method") or "", d.get("path") or ""
+            query, protocol = (d.get("query") or "").lstrip("?"), d.get("protocol")
         vhost = d.get("vhost")
         if vhost and ":" in vhost and not vhost.startswith("["):
             vhost = vhost.rsplit(":", 1)[0]

@@ -27,6 +27,7 @@ from postwatch.maillogs.records import DeliveryStatus, MailLogRecord, RecordKind
 from postwatch.reasons import classify
 
 _HOST_RE = re.compile(r" H=(\S+(?: \[[^\]]*\])?)")
+_ERR_HOST_RE = re.compile(r": host (\S+ \[[^\]]*\])")  # older Exim: in the error text
 _C_RE = re.compile(r' C="((?:[^"\\]|\\.)*)"')
 _REJECT_RE = re.compile(r"(?: F=<([^>]*)>)? rejected RCPT <?([^>:\s]*)>?:? ?(.*)")
 _ALPHANUM = frozenset("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
@@ -147,7 +148,7 @@ def _delivery(
         if not tok.startswith("("):
             break
     relay = None
-    h = _HOST_RE.search(body)
+    h = _HOST_RE.search(body) or _ERR_HOST_RE.search(body)
     if h:
         relay = h.group(1)
     reply: str | None = None
