@@ -306,7 +306,7 @@ class _Investigation:
         fmt = self.opts.access_format
         head = head_lines(item.path)
         detected = detect_format(head)
-        if detected in ("postfix", "exim", "dovecot"):
+        if fmt == "auto" and detected in ("postfix", "exim", "dovecot"):
             raise InvestigateError(
                 f"{item.path}: this looks like a mail log, not an access log "
                 "(give it with --mail-log)"
