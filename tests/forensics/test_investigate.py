@@ -391,3 +391,12 @@ def test_rotated_files_in_any_order_give_the_same_report(gym: Path, tmp_path: Pa
         outs.append((d["mail"], d["mailbox"], d["submitters"]))
     assert outs[0] == outs[1]
     shutil.rmtree(gym)
+
+
+def test_answer_says_whether_it_happened_before(gym: Path, tmp_path: Path) -> None:
+    res = run(*gym_args(gym, tmp_path, "--form-sender", "wordpress@gym.example"))
+    assert res.exit_code == 0, res.output
+    third = json.loads((tmp_path / "r.json").read_text())["answer"][2]
+    assert third.startswith("The mailbox refused mail as full 7 times from Sat 24 Oct 2026 12:00")
+    assert "it had been full once before, on Tue 20 Oct 2026 08:00 CEST" in third
+    assert "the 3 people whose sign-up did not arrive are listed below" in third

@@ -194,15 +194,26 @@ def answer(rep: Report) -> list[str]:
         if lost
         else "."
     )
-    if rep.episodes:
-        eps = rep.episodes
-        s3 = (
-            f"The mail logs report the mailbox full {_n(sum(e.failures for e in eps), 'time')} "
-            f"in {_n(len(eps), 'episode')}, from {_human(eps[0].start)} to {_human(eps[-1].end)}"
+    first, last = rep.first_mailbox_full, rep.last_mailbox_full
+    earlier = [e for e in rep.episodes if first is None or e.end < first]
+    if len(earlier) == 1:
+        before = f"it had been full once before, on {_human(earlier[0].start)}"
+    elif earlier:
+        before = (
+            f"it had been full {len(earlier)} times before, the first on {_human(earlier[0].start)}"
         )
-        if eps[-1].recovered is None:
-            s3 += " (still full when the logs end)"
+    else:
+        before = "the logs show no earlier episode"
+    if first is not None and last is not None:
+        s3 = (
+            f"The mailbox refused mail as full {_n(rep.mailbox_full_failures, 'time')} from "
+            f"{_human(first)} to {_human(last)} ({before})"
+        )
+        if rep.episodes and rep.episodes[-1].recovered is None:
+            s3 += ", and it is still full when the logs end"
         s3 += people
+    elif rep.episodes:
+        s3 = f"The mailbox was not full in the window, but {before}" + people
     else:
         s3 = "The mail logs never report the mailbox as full" + people
     return [s1, s2, s3]
@@ -299,7 +310,7 @@ def chart_svg(rep: Report, width: int = 960, height: int = 260) -> Markup:
                     f'height="{bh:.2f}" fill="{colors[j]}"><title>'
                     f"{escape(h.start.strftime('%d %b %H:00'))}: {value}</title></rect>"
                 )
-        if i % label_every == 0:
+        if i % label_every == 0 and x0 < width - 70:
             parts.append(
                 f'<text x="{x0:.2f}" y="{top + plot_h + 14}" font-size="9">'
                 f"{escape(h.start.strftime('%d %b %H:00'))}</text>"
