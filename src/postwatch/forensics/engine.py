@@ -440,30 +440,33 @@ class _Investigation:
                 i = line.find("to=")
                 if i >= 0:
                     # the recipient fields, compared without case on short slices only
-                    if (
-                        mb in line
-                        or mb in line[i + 3 : i + span].lower()
-                        or ((j := line.find("orig_to=", i)) > 0
-                            and mb in line[j + 8 : j + 8 + span].lower())
-                    ):  # fmt: skip
+                    if mb in line[i + 3 : i + 3 + span].lower() or (
+                        (j := line.find("orig_to=", i)) > 0
+                        and mb in line[j + 8 : j + 8 + span].lower()
+                    ):
                         want = True
                     elif qids:
                         p = line.find("]: ")
                         want = p < 0 or line[p + 3 : line.find(":", p + 3)] in qids
-                    if not want and "status=" not in line and "reject" not in line:
+                    if (
+                        not want
+                        and not line.endswith((")\n", ">\n", ")", ">"))
+                        and "status=" not in line
+                        and "reject" not in line
+                    ):
                         unparsed += 1  # a truncated delivery line
                         continue
                 elif (i := line.find("from=")) >= 0:
-                    if fs_token in line or fs_token == line[i + 5 : i + 5 + fs_len].lower():
+                    if fs_token == line[i + 5 : i + 5 + fs_len].lower():
                         want = True
                     elif qids and "status=expired" in line:
                         p = line.find("]: ")
                         want = p < 0 or line[p + 3 : line.find(":", p + 3)] in qids
-                elif "removed" in line:
+                elif line.endswith(("removed\n", "removed")):
                     if qids:
                         p = line.find("]: ")
                         want = p < 0 or line[p + 3 : line.find(":", p + 3)] in qids
-                elif "uota" in line or "exim" in line:
+                elif line.find(" dovecot", 15, 130) >= 0 or line.find(" exim", 15, 130) >= 0:
                     want = True
                 if not want:
                     if line[15:16] == " " and line[3:4] == " " and line[:3] in MONTHS:

@@ -47,7 +47,7 @@ _REMOVED = RecordKind.REMOVED
 _SENT = DeliveryStatus.SENT
 _DEFERRED = DeliveryStatus.DEFERRED
 # A line can only be of interest if it contains one of these (cheap test before any parsing).
-RELEVANT = ("to=", "from=", "removed", "reject", "uota", "notification", "exim")
+RELEVANT = ("to=", "from=", "removed", "reject", "notification", " dovecot", " exim")
 
 _STATUS = {
     "sent": DeliveryStatus.SENT,
@@ -190,11 +190,11 @@ class SyslogMailParser(LineParser[MailLogRecord]):
         if not (
             "to=" in line
             or "from=" in line
-            or "removed" in line
+            or line.endswith(("removed\n", "removed"))
             or "reject" in line
-            or "uota" in line
             or "notification" in line
-            or "exim" in line
+            or line.find(" dovecot", 15, 130) >= 0
+            or line.find(" exim", 15, 130) >= 0
         ):
             self._skip(line)
             return None
@@ -215,11 +215,11 @@ class SyslogMailParser(LineParser[MailLogRecord]):
                 if (
                     "to=" in line
                     or "from=" in line
-                    or "removed" in line
+                    or line.endswith(("removed\n", "removed"))
                     or "reject" in line
-                    or "uota" in line
                     or "notification" in line
-                    or "exim" in line
+                    or line.find(" dovecot", 15, 130) >= 0
+                    or line.find(" exim", 15, 130) >= 0
                 ):
                     try:
                         record = parse(line)
