@@ -150,6 +150,8 @@ def test_time_matching_without_form_sender(gym: Path, tmp_path: Path) -> None:
     m = d["mail"]
     assert (m["form_messages"], m["delivered"], m["bounced"], m["pending"]) == (6, 3, 2, 1)
     assert d["submissions"]["unmatched"] == 1  # the POST of Oct 25 20:00 has no mail
+    assert d["mailbox"]["received_before_full"] == {"form": 1, "other": 1}
+    assert m["mailbox_full_failures"] == 7 and len(d["mailbox"]["full_episodes"]) == 2
     assert d["submitters"]["recovered"] == [
         "ben@visitor.example",
         "carla@visitor.example",

@@ -282,6 +282,9 @@ class _Investigation:
         self.tracker = MessageTracker()
         self.form_keys: set[tuple[str, str]] = set()  # open messages from the form sender
         self.postfix_form_qids: set[str] = set()
+        self.time_arrivals: dict[str, str] = {}
+        self.time_held: dict[str, list[str]] = {}
+        self.time_tracked: set[str] = set()
         self.form_messages: list[FormMessage] = []
         self.candidates: list[FormMessage] = []  # time-matching mode: messages to the mailbox
         self.submissions: list[datetime] = []
@@ -396,6 +399,8 @@ class _Investigation:
         src = LineSource(item, self.progress)
         if self.fast and isinstance(parser, SyslogMailParser):
             records: Iterator[MailLogRecord] = self._fast_postfix(src, parser)
+        elif isinstance(parser, SyslogMailParser):
+            records = self._time_postfix(src, parser)
         else:
             records = parser.iter_records(src)
         on = self.on_record
@@ -490,6 +495,95 @@ class _Investigation:
             parser.ignored += ignored
             parser.unparsed += unparsed
             parser.lines += n
+
+    def _time_postfix(
+        self, lines: Iterable[str], parser: SyslogMailParser, max_pending: int = 200_000
+    ) -> Iterator[MailLogRecord]:
+        """Without a form sender: parse only the messages that reach the mailbox.
+
+        Whether a message is addressed to the mailbox is known at its first delivery line to
+        it; its arrival line (sender, time) and, for messages with several recipients, the
+        other recipients' lines may come earlier.  Those are kept unparsed per open queue id
+        (dropped at ``removed``; at most ``max_pending`` ids) and replayed when the message
+        turns out to matter."""
+        mb = self.mb
+        span = len(mb) + 2
+        # kept across files: a message can start in one rotated file and end in the next
+        arrivals = self.time_arrivals  # qid -> its qmgr arrival line, not parsed yet
+        held = self.time_held  # qid -> delivery lines of other recipients
+        tracked = self.time_tracked
+        parse = parser._parse
+        skip = parser._skip
+        n = unparsed = 0
+
+        def qid_of(line: str) -> str:
+            p = line.find("]: ")
+            return line[p + 3 : line.find(":", p + 3)] if p >= 0 else ""
+
+        try:
+            for line in lines:
+                n += 1
+                replay: list[str] | None = None
+                i = line.find("to=")
+                if i >= 0:
+                    qid = qid_of(line)
+                    if qid in tracked:
+                        pass
+                    elif mb in line[i + 3 : i + 3 + span].lower() or (
+                        (j := line.find("orig_to=", i)) > 0
+                        and mb in line[j + 8 : j + 8 + span].lower()
+                    ):
+                        if qid and qid != "NOQUEUE":
+                            tracked.add(qid)
+                            replay = []
+                            if qid in arrivals:
+                                replay.append(arrivals.pop(qid))
+                            replay.extend(held.pop(qid, ()))
+                    elif qid in held:
+                        held[qid].append(line)
+                        continue
+                    else:
+                        parser.ignored += 1
+                        continue
+                elif line.find("from=") >= 0:
+                    qid = qid_of(line)
+                    if qid not in tracked:
+                        if "status=expired" in line:
+                            arrivals.pop(qid, None)
+                            held.pop(qid, None)
+                        elif "nrcpt=" in line and qid not in arrivals:
+                            if len(arrivals) >= max_pending:  # forget the oldest
+                                old = next(iter(arrivals))
+                                arrivals.pop(old)
+                                held.pop(old, None)
+                            arrivals[qid] = line
+                            if "nrcpt=1 " not in line:
+                                held[qid] = []
+                        parser.ignored += 1
+                        continue
+                elif line.endswith(("removed\n", "removed")):
+                    qid = qid_of(line)
+                    if qid in tracked:
+                        tracked.discard(qid)
+                    else:
+                        arrivals.pop(qid, None)
+                        held.pop(qid, None)
+                        parser.ignored += 1
+                        continue
+                elif line.find(" dovecot", 15, 130) < 0 and line.find(" exim", 15, 130) < 0:
+                    skip(line)
+                    continue
+                for old_line in (*replay, line) if replay else (line,):
+                    try:
+                        rec = parse(old_line)
+                    except Exception:
+                        unparsed += 1
+                        continue
+                    if rec is not None:
+                        yield rec
+        finally:
+            parser.lines += n
+            parser.unparsed += unparsed
 
     def on_record(self, r: MailLogRecord) -> None:
         kind = r.kind
@@ -640,6 +734,17 @@ class _Investigation:
         rep.mailbox_full_failures = tl.failures_in_window
         rep.received_before_full_form = tl.before_full_form
         rep.received_before_full_other = tl.before_full_other
+        if not self.fast:  # which deliveries were form mails is known only after matching
+            moved = sum(
+                1
+                for m in rep.form_messages
+                if m.delivered_at is not None
+                and m.delivered_at in self.window
+                and (tl.first_full is None or m.delivered_at < tl.first_full)
+            )
+            moved = min(moved, rep.received_before_full_other)
+            rep.received_before_full_form += moved
+            rep.received_before_full_other -= moved
         rep.hours = self.hours.series(self.window, self.tz)
         rep.inputs = inputs
         rep.mail_coverage = (self.mail_first, self.mail_last)
