@@ -9,9 +9,25 @@ returns a :class:`~postwatch.forensics.model.Report`; ``render_json``, ``render_
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from postwatch.forensics.engine import InvestigateError, InvestigateOptions, investigate
 from postwatch.forensics.model import Report
-from postwatch.forensics.render import render_csv, render_html, render_json, report_dict
+
+if TYPE_CHECKING:
+    from postwatch.forensics.render import render_csv, render_html, render_json, report_dict
+
+_RENDER = ("render_csv", "render_html", "render_json", "report_dict")
+
+
+def __getattr__(name: str) -> Any:
+    """The renderers are imported on first use (Jinja2 costs every CLI start otherwise)."""
+    if name in _RENDER:
+        from postwatch.forensics import render
+
+        return getattr(render, name)
+    raise AttributeError(name)
+
 
 __all__ = [
     "InvestigateError",

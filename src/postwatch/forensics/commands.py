@@ -18,7 +18,6 @@ from postwatch.forensics.engine import (
     resolve_timezone,
     total_bytes,
 )
-from postwatch.forensics.render import render_csv, render_html, render_json
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -192,14 +191,14 @@ def investigate_command(
     finally:
         if progress is not None:
             progress.close()
+    from postwatch.forensics.render import answer, render_csv, render_html, render_json
+
     _write(json_out, render_json(report), "JSON report")
     if html_out is not None:
         _write(html_out, render_html(report), "HTML report")
     if csv_out is not None:
         _write(csv_out, render_csv(report), "CSV")
     if not quiet:
-        from postwatch.forensics.render import answer
-
         for sentence in answer(report):
             print(sentence, file=sys.stderr)
 
