@@ -160,3 +160,37 @@ def test_bad_config_is_a_message(tmp_path: Path) -> None:
     )
     assert res.exit_code == 3
     assert str(cfg_path) in res.output and "Traceback" not in res.output
+
+
+def test_database_password_is_never_printed(tmp_path: Path) -> None:
+    cfg_path = tmp_path / "pg.toml"
+    cfg_path.write_text(
+        '[database]\nurl = "postgresql+psycopg://pw:s3cr3t-pass@127.0.0.1:1/nothing"\n'
+    )
+    res = CliRunner().invoke(
+        app,
+        [
+            "investigate",
+            "--quiet",
+            "--config",
+            str(cfg_path),
+            "--mail-log",
+            str(LOGS / "mail.log"),
+            "--form-path",
+            "/c",
+            "--mailbox",
+            "info@gym.example",
+            "--json",
+            str(tmp_path / "r.json"),
+        ],
+    )
+    assert res.exit_code == 3
+    assert "s3cr3t-pass" not in res.output
+    assert "Traceback" not in res.output
+
+
+def test_mask() -> None:
+    from postwatch.forensics.history import mask
+
+    assert mask("x postgresql://u:p@h/db y") == "x postgresql://u:***@h/db y"
+    assert mask("sqlite:///a.db") == "sqlite:///a.db"

@@ -9,6 +9,7 @@ sections is independent of the database, so it is tested with plain rows.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
@@ -56,6 +57,14 @@ def history_from_events(
     return notes, quota
 
 
+_CREDENTIALS = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
+
+
+def mask(text: str) -> str:
+    """Hide the password of any URL in ``text`` (``scheme://user:***@host``)."""
+    return _CREDENTIALS.sub(r"\1***@", text)
+
+
 def load_event_rows(
     config_path: Path, *, mailbox: str, since: datetime | None, until: datetime | None
 ) -> list[dict[str, Any]]:
@@ -79,6 +88,6 @@ def load_event_rows(
             rows = fetch_events(s, mailbox=mailbox, since=since, until=until, limit=None)
             return [event_dict(e) for e in rows]
     except StoreUnavailable as exc:
-        raise RuntimeError(f"database unavailable: {exc}") from None
+        raise RuntimeError(mask(f"database unavailable: {exc}")) from None
     except Exception as exc:  # e.g. an empty database without the schema
-        raise RuntimeError(f"cannot read the event log: {exc}") from None
+        raise RuntimeError(mask(f"cannot read the event log: {exc}")) from None
