@@ -195,6 +195,8 @@ class QuotaSourceConfig(SecretSource):
     path: Path | None = None
     doveadm_config: Path | None = None
     doveadm_url: str | None = None
+    #: PEM bundle to verify the IMAP / doveadm HTTPS server with (docs/config/capacity.md)
+    ca_file: Path | None = None
 
     @model_validator(mode="after")
     def _check(self) -> QuotaSourceConfig:
@@ -296,6 +298,31 @@ class SyslogConfig(Model):
     )
 
 
+class BounceMailboxConfig(SecretSource):
+    """One mailbox that receives bounces, watched over IMAP IDLE."""
+
+    account: str | None = None
+    host: str
+    port: int = Field(default=993, ge=1, le=65535)
+    tls: Literal["tls", "starttls", "none"] = "tls"
+    user: str
+    password: SecretStr | None = None
+    password_env: str | None = None
+    password_file: Path | None = None
+    folder: str = "INBOX"
+    idle_timeout: float = Field(default=60.0, gt=0, description="re-issue IDLE this often (s)")
+    batch: int = Field(default=100, ge=1, description="messages fetched per round")
+
+    @model_validator(mode="after")
+    def _secret(self) -> BounceMailboxConfig:
+        self.password = self._resolve("password")
+        return self
+
+    @property
+    def label(self) -> str:
+        return f"imap://{self.user}@{self.host}:{self.port}/{self.folder}"
+
+
 class CapacityConfig(SecretSource):
     poll_every: Duration = timedelta(minutes=5)
     levels: list[int] = Field(default_factory=lambda: [80, 90, 95])
@@ -393,7 +420,9 @@ class AlertsConfig(SecretSource):
     @classmethod
     def _digest(cls, v: str) -> str:
         if not _DIGEST_RE.match(v):
-            raise ValueError(f"digest must be 'daily HH:MM', 'weekly DAY HH:MM' or 'off', got {v!r}")
+            raise ValueError(
+                f"digest must be 'daily HH:MM', 'weekly DAY HH:MM' or 'off', got {v!r}"
+            )
         return " ".join(v.lower().split())
 
     @field_validator("timezone")
@@ -417,6 +446,7 @@ class Config(Model):
     accounts: list[AccountConfig] = Field(default_factory=list)
     maillogs: list[MaillogConfig] = Field(default_factory=list)
     syslog: SyslogConfig | None = None
+    bounce_mailboxes: list[BounceMailboxConfig] = Field(default_factory=list)
     capacity: CapacityConfig = Field(default_factory=CapacityConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
 
