@@ -365,7 +365,9 @@ class AlertsConfig(SecretSource):
     @classmethod
     def _digest(cls, v: str) -> str:
         if not _DIGEST_RE.match(v):
-            raise ValueError(f"digest must be 'daily HH:MM', 'weekly DAY HH:MM' or 'off', got {v!r}")
+            raise ValueError(
+                f"digest must be 'daily HH:MM', 'weekly DAY HH:MM' or 'off', got {v!r}"
+            )
         return " ".join(v.lower().split())
 
     @field_validator("timezone")

@@ -7,8 +7,8 @@ import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pytest
 import httpx
+import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
@@ -75,7 +75,7 @@ async def test_ack_link_tampered_or_expired_does_nothing(
     eng, alert_id = fired(db, tmp_path, sink, clock, ack_link_ttl="7d")
     client = client_for(eng, db)
     token = link_token(sink.to("owner")[0]["body"]["message"])
-    payload, stamp, sig = token.split(".")
+    _payload, stamp, sig = token.split(".")
     other = links.make_token("test-secret-for-links", alert_id + 1, "Marieke")
     forged = other.split(".")[0] + "." + stamp + "." + sig  # another alert, same signature
     for bad in (forged, token[:-3] + "abc", "x" + token, "nonsense"):
