@@ -259,3 +259,29 @@ def test_check_config_cli(db: Database, tmp_path: Path) -> None:
     out = CliRunner().invoke(cli_app, ["check-config", "-c", str(path)])
     assert out.exit_code == 2 and "no channel that avoids" in out.output
     assert "hunter2" not in out.output
+
+
+def test_cli_silence_shows_held_back_then_unsilence(db: Database, tmp_path: Path,
+                                                    sink: WebhookSink) -> None:
+    path = write_config(tmp_path, db, [sink.url("owner")])
+    runner = CliRunner()
+    out = runner.invoke(cli_app, ["alerts", "silence", "--account", "gym", "--for", "2h",
+                                  "--reason", "moving servers", "-c", str(path)])
+    assert out.exit_code == 0, out.output
+    sid = int(out.output.split()[1])
+    from postwatch.config import load_config
+
+    eng = Engine(load_config(path), db)
+    burst(db, ManualClock(datetime.now(UTC)), 2)
+    eng.step()
+    assert sink.requests == []
+    out = runner.invoke(cli_app, ["alerts", "list", "-c", str(path)])
+    assert "held back: silenced" in out.output and "moving servers" in out.output
+    out = runner.invoke(cli_app, ["alerts", "silences", "-c", str(path)])
+    assert "moving servers" in out.output
+    assert runner.invoke(cli_app, ["alerts", "unsilence", str(sid), "-c", str(path)]
+                         ).exit_code == 0
+    eng.step()
+    assert len(sink.to("owner")) == 1
+    bad = runner.invoke(cli_app, ["alerts", "silence", "--for", "soon", "-c", str(path)])
+    assert bad.exit_code == 1 and "not a duration" in bad.output

@@ -351,6 +351,21 @@ class Engine:
             return now + self.config.alerts.escalate_after
         return None
 
+    def held_back(self, s: Session) -> dict[int, str]:
+        """Open alerts whose notifications are held back now, and why."""
+        now = self.clock.now()
+        open_alerts = list(s.scalars(select(Alert).where(Alert.state.in_(OPEN))))
+        by_subject: dict[tuple[str, str, str], list[Alert]] = {}
+        for a in open_alerts:
+            by_subject.setdefault((a.account, a.concern, a.subject), []).append(a)
+        db_silences = list(s.scalars(select(AlertSilence).where(AlertSilence.ends > now)))
+        out = {}
+        for a in open_alerts:
+            why = self.suppressed(a, by_subject, db_silences, now)
+            if why:
+                out[a.id] = why
+        return out
+
     def suppressed(
         self,
         a: Alert,
