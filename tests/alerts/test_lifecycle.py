@@ -286,3 +286,59 @@ def test_cursor_persists_and_events_are_not_applied_twice(
     with db.session(readonly=True) as s:
         assert s.scalars(select(Alert.count)).one() == 7
     assert len(sink.to("owner")) == 1
+
+
+def test_message_counts_the_sign_ups_held_and_where_they_went(
+    db: Database, tmp_path: Path, sink: WebhookSink, clock: ManualClock
+) -> None:
+    cfg = gym_config(tmp_path, sink, contacts=[
+        {"name": "Marieke", "role": "owner", "language": "en", "channels": [sink.url("owner")],
+         "timezone": "Europe/Amsterdam"}])
+    with db.session() as s:
+        for i in range(12):
+            sub = f"sub{i}"
+            record_event(s, "delivery_held", account="gym", form="contact", at=clock.now(),
+                         data={"submission": sub, "recipient": BOX, "reason": "mailbox_full"})
+            record_event(s, "delivery_fallback", account="gym", form="contact", at=clock.now(),
+                         data={"submission": sub, "recipient": BOX,
+                               "fallback": ["owner@private.example"], "reason": "mailbox_full"})
+        record_event(s, "delivery_held", account="gym", at=clock.now(),
+                     data={"submission": "other", "recipient": "sales@gym.example"})
+    burst(db, clock, 1)
+    Engine(cfg, db, clock=clock).step()
+    msg = sink.to("owner")[0]["body"]["message"]
+    assert ("What it costs: 12 website sign-ups could not be delivered since 15:02; they are "
+            "kept and were sent to owner@private.example.") in msg
+
+
+def test_two_engines_on_one_store_send_once(
+    db_url: str, tmp_path: Path, sink: WebhookSink, clock: ManualClock
+) -> None:
+    """Two postwatch processes sharing the store: one alert, one message per contact."""
+    import threading
+
+    cfg = gym_config(tmp_path, sink, responsibilities={"mailbox": ["owner", "webmaster"]})
+    dbs = [Database(db_url), Database(db_url)]
+    dbs[0].migrate()
+    engines = [Engine(cfg, d, clock=clock) for d in dbs]
+    burst(dbs[0], clock, 50)
+    errors: list[BaseException] = []
+
+    def run(e: Engine) -> None:
+        try:
+            for _ in range(5):
+                e.step()
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(e,)) for e in engines]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(sink.to("owner")) == 1 and len(sink.to("webmaster")) == 1
+    with dbs[0].session(readonly=True) as s:
+        assert s.scalars(select(Alert.count)).one() == 50
+    for d in dbs:
+        d.dispose()

@@ -150,9 +150,8 @@ class Engine:
         """Serialise steps across processes (SQLite: BEGIN IMMEDIATE already does)."""
         row = s.get(AlertState, "cursor", with_for_update=True)
         if row is None:
-            s.add(AlertState(key="cursor", value="0"))
-            s.flush()
-            s.get(AlertState, "cursor", with_for_update=True)
+            links.ensure_state(s, "cursor", "0")
+            s.get(AlertState, "cursor", with_for_update=True, populate_existing=True)
 
     # ------------------------------------------------------------------ 1. events
     def process_events(self, s: Session) -> int:
