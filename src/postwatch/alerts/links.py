@@ -47,7 +47,7 @@ def link_secret(config: Config, session: Session) -> str:
 
 def ensure_state(session: Session, key: str, value: str) -> None:
     """Insert a state row unless another process already did (no error on the race)."""
-    table = AlertState.__table__
+    table = AlertState
     if session.get_bind().dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
