@@ -342,3 +342,30 @@ def test_two_engines_on_one_store_send_once(
         assert s.scalars(select(Alert.count)).one() == 50
     for d in dbs:
         d.dispose()
+
+
+def test_owner_without_a_safe_channel_escalates_at_once(
+    db: Database, tmp_path: Path, sink: WebhookSink, smtp: SmtpSink, clock: ManualClock
+) -> None:
+    cfg = gym_config(tmp_path, sink, owner_channels=[smtp.url(to=BOX)])
+    eng = Engine(cfg, db, clock=clock)
+    burst(db, clock, 3)
+    eng.step()
+    eng.step()  # no waiting for escalate_after: nobody could be reached
+    assert smtp.messages == []
+    assert len(sink.to("webmaster")) == 1
+    with db.session(readonly=True) as s:
+        n = s.scalars(select(AlertNotification).where(AlertNotification.contact == "Marieke")
+                      ).one()
+        assert n.state == "failed" and "broken path" in (n.error or "")
+
+
+def test_form_channel(db: Database, tmp_path: Path, sink: WebhookSink, clock: ManualClock
+                      ) -> None:
+    cfg = gym_config(tmp_path, sink, owner_channels=[sink.url("owner", scheme="form")])
+    eng = Engine(cfg, db, clock=clock)
+    burst(db, clock, 1)
+    eng.step()
+    [req] = sink.to("owner")
+    assert "info@gym.example is vol" in req["body"]["title"]
+    assert "form-urlencoded" in req["headers"]["Content-Type"]

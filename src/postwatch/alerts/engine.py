@@ -313,6 +313,12 @@ class Engine:
                 a.next_escalation_at = self._next_escalation(account, a, now)
                 work += 1
                 continue
+            if (
+                a.next_escalation_at is not None
+                and a.next_escalation_at > now
+                and self._nobody_reached(s, a)
+            ):
+                a.next_escalation_at = now  # every message failed for good: do not wait
             if a.next_escalation_at is not None and a.next_escalation_at <= now:
                 a.level += 1
                 level_contacts = routing.contacts_for_level(
@@ -337,6 +343,19 @@ class Engine:
                 work += 1
         work += self._digests(s, open_alerts, by_subject, db_silences, now)
         return work
+
+    @staticmethod
+    def _nobody_reached(s: Session, a: Alert) -> bool:
+        states = set(
+            s.scalars(
+                select(AlertNotification.state).where(
+                    AlertNotification.alert_id == a.id,
+                    AlertNotification.kind.in_(("fired", "escalated")),
+                    AlertNotification.state != "cancelled",
+                )
+            )
+        )
+        return states == {"failed"}
 
     def _told_up_to(self, account: AccountConfig, a: Alert) -> list[ContactConfig]:
         out: list[ContactConfig] = []
