@@ -285,3 +285,15 @@ def test_cli_silence_shows_held_back_then_unsilence(db: Database, tmp_path: Path
     assert len(sink.to("owner")) == 1
     bad = runner.invoke(cli_app, ["alerts", "silence", "--for", "soon", "-c", str(path)])
     assert bad.exit_code == 1 and "not a duration" in bad.output
+
+
+def test_cli_channels_test_sends_and_shows_status(db: Database, tmp_path: Path,
+                                                 sink: WebhookSink) -> None:
+    sink.fail_paths.add("/down")
+    path = write_config(tmp_path, db, [sink.url("owner"), sink.url("down")])
+    out = CliRunner().invoke(cli_app, ["alerts", "channels", "--account", "gym", "--test",
+                                       "-c", str(path)])
+    assert len(sink.to("owner")) == 1 and len(sink.to("down")) == 1
+    assert "1. " + sink.url("owner") + "  ok" in out.output
+    assert "2. " + sink.url("down") + "  FAILING (1x" in out.output
+    assert out.exit_code == 1

@@ -193,3 +193,35 @@ def test_delivery_problems_without_recovery_resolve_after_quiet_period(
     clock.advance(timedelta(hours=24, minutes=1))
     eng.step()
     assert sink.titles("owner")[-1].startswith("Opgelost:")
+
+
+def test_one_digest_for_a_person_in_several_accounts(
+    db: Database, tmp_path: Path, sink: WebhookSink
+) -> None:
+    from tests.conftest import make_config
+
+    clock = ManualClock(datetime(2026, 11, 30, 7, 30, tzinfo=UTC))
+    ops = {"name": "Ops", "role": "owner", "email": "ops@hoster.example",
+           "channels": [sink.url("ops")]}
+    accounts = [
+        {"id": acc, "mailboxes": [{"address": f"info@{acc}.example"}], "contacts": [ops]}
+        for acc in ("gym", "bakery", "garage")
+    ]
+    cfg = make_config(tmp_path, accounts=accounts, alerts={"digest": "daily 08:00"})
+    eng = Engine(cfg, db, clock=clock)
+    eng.step()
+    for acc in ("gym", "bakery", "garage"):
+        with db.session() as s:
+            record_event(s, "quota_warning", account=acc, mailbox=f"info@{acc}.example",
+                         data={"subject": "mailbox", "name": f"info@{acc}.example",
+                               "level": 80, "percent": 80.0}, at=clock.now())
+    clock.advance(timedelta(minutes=31))
+    eng.step()
+    [digest] = sink.to("ops")
+    body = digest["body"]["message"]
+    assert all(f"info@{a}.example" in body for a in ("gym", "bakery", "garage"))
+    assert "bakery, garage, gym" in digest["body"]["title"]
+    from postwatch.alerts.queries import history
+
+    with db.session(readonly=True) as s:
+        assert [h["kind"] for h in history(s, account="bakery")] == ["digest"]
