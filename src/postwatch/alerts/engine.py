@@ -133,6 +133,8 @@ class Engine:
         self.sender: Sender = sender or channels_mod.send
         self.batch = batch
         self._hole_seen: dict[int, float] = {}
+        #: digest times already handled (a cache of alert_state rows, saves a query a step)
+        self._digest_done: dict[str, datetime] = {}
         self._accounts = {a.id: a for a in config.accounts}
 
     # ------------------------------------------------------------------ the loop
@@ -549,11 +551,14 @@ class Engine:
             if due is None:
                 continue
             state_key = f"digest:{key}"[:200]
+            if self._digest_done.get(state_key) == due:
+                continue
             row = s.get(AlertState, state_key)
             if row is None:
                 s.add(AlertState(key=state_key, value=due.isoformat()))
                 continue
             if datetime.fromisoformat(row.value) >= due:
+                self._digest_done[state_key] = due
                 continue
             row.value = due.isoformat()
             items: list[messages.DigestItem] = []

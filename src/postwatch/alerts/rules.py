@@ -64,12 +64,22 @@ class EventView:
     data: dict[str, Any]
 
 
+_index: tuple[Config, dict[str, str]] | None = None
+
+
+def mailbox_account(config: Config, mailbox: str) -> str | None:
+    """The account id of a watched mailbox (an index built once per config, not a scan)."""
+    global _index
+    if _index is None or _index[0] is not config:
+        _index = (config, {m.address: a.id for a, m in config.mailboxes()})
+    return _index[1].get(mailbox.lower())
+
+
 def _account(config: Config, ev: EventView, mailbox: str | None) -> str | None:
     if ev.account:
         return ev.account
     if mailbox:
-        acc = config.mailbox_account(mailbox)
-        return acc.id if acc else None
+        return mailbox_account(config, mailbox)
     return None
 
 
@@ -119,7 +129,7 @@ def on_delivery_failed(config: Config, ev: EventView) -> list[Signal]:
 
 def on_delivery_attempt(config: Config, ev: EventView) -> list[Signal]:
     rcpt = ev.data.get("recipient") or ev.mailbox
-    if not rcpt or config.mailbox_account(str(rcpt)) is None:
+    if not rcpt or mailbox_account(config, str(rcpt)) is None:
         return []  # only the watched mailboxes
     result = ev.data.get("result")
     if result == "delivered":
