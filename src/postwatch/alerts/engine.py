@@ -21,7 +21,7 @@ import logging
 import time as _time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
@@ -47,8 +47,10 @@ log = logging.getLogger("postwatch.alerts")
 
 Sender = Callable[[str, str, str], tuple[bool, str | None]]
 OPEN = ("firing", "acknowledged")
-#: a gap in event ids younger than this is waited for (PostgreSQL commits out of id order)
+#: a gap in event ids is waited for this long (PostgreSQL commits out of id order)...
 HOLE_WAIT = 2.0
+#: ...when the event after it is this recent (else the gap is an old rollback)
+RECENT = timedelta(seconds=30)
 
 
 @dataclass
@@ -167,8 +169,13 @@ class Engine:
                 break
             stop = False
             for ev in evs:
-                if ev.id != cursor + 1 and not self.db.is_sqlite and self._young_hole(cursor + 1):
-                    stop = True
+                if (
+                    ev.id != cursor + 1
+                    and not self.db.is_sqlite
+                    and ev.at > datetime.now(UTC) - RECENT
+                    and self._young_hole(cursor + 1)
+                ):
+                    stop = True  # an older id may still be committing: wait for it a moment
                     break
                 self._apply(s, ev)
                 cursor = ev.id
