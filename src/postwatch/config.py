@@ -134,6 +134,8 @@ class SmtpConfig(SecretSource):
     password_file: Path | None = None
     timeout: Duration = timedelta(seconds=30)
     helo: str | None = None
+    #: CA bundle to verify the server's certificate (default: the system's trust store)
+    ca_file: Path | None = None
 
     @model_validator(mode="after")
     def _secret(self) -> SmtpConfig:
@@ -157,6 +159,12 @@ class IntakeConfig(Model):
     max_attachment_kb: int = Field(default=5120, ge=1)
     rate_limit: int = Field(default=20, ge=0, description="submissions per IP per minute; 0 = off")
     honeypot_field: str = "_gotcha"
+    max_fields: int = Field(default=200, ge=1)
+    max_field_name_chars: int = Field(default=200, ge=1, le=1000)
+    max_field_value_chars: int = Field(default=65536, ge=1)
+    max_attachments: int = Field(default=10, ge=0)
+    batch_max: int = Field(default=256, ge=1, le=10000)
+    purge_every: Duration = timedelta(hours=1)
 
 
 # --------------------------------------------------------------------------- accounts
@@ -288,12 +296,32 @@ class SyslogConfig(Model):
     )
 
 
-class CapacityConfig(Model):
+class CapacityConfig(SecretSource):
     poll_every: Duration = timedelta(minutes=5)
     levels: list[int] = Field(default_factory=lambda: [80, 90, 95])
     ok_margin: float = 5.0
     forecast_horizon: Duration = timedelta(hours=72)
     forecast_window: Duration = timedelta(days=14)
+    # documented in docs/config/capacity.md
+    scan_every: Duration = timedelta(hours=1)
+    source_timeout: Duration = timedelta(seconds=20)
+    imap_concurrency: int = Field(default=32, ge=1, le=512)
+    largest: int = Field(default=20, ge=1, le=1000)
+    hook_token: SecretStr | None = None
+    hook_token_env: str | None = None
+    hook_token_file: Path | None = None
+
+    @field_validator("levels")
+    @classmethod
+    def _levels(cls, v: list[int]) -> list[int]:
+        if not v or any(not 0 < x < 100 for x in v):
+            raise ValueError("levels must be percentages between 1 and 99")
+        return sorted(set(v))
+
+    @model_validator(mode="after")
+    def _secret(self) -> CapacityConfig:
+        self.hook_token = self._resolve("hook_token")
+        return self
 
 
 class SilenceConfig(Model):

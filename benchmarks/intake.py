@@ -1,0 +1,303 @@
+"""Benchmark: durable form intake of a real ``postwatch serve`` over loopback.
+
+    python benchmarks/intake.py [--clients 64] [--seconds 10] [--no-pg]
+
+For each store (SQLite in a temporary folder on the disk of --dir, and PostgreSQL on
+127.0.0.1:5432 in a database of its own) it starts ``postwatch serve``, drives ``POST /f/contact``
+with N concurrent keep-alive clients for a bounded time and count, and reports durable
+submissions/s (only 201 replies count; each one was committed and fsync'd before it was sent)
+and p50/p99 latency. Then it stops the server and counts the rows: every acknowledged id must
+be in the store with its delivery jobs. Beside it, the raw rate of single-row fsync'd SQLite
+commits (WAL, synchronous=FULL, one INSERT per transaction) is measured on the same disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src"
+PG_ADMIN = os.environ.get("POSTWATCH_BENCH_PG", "host=127.0.0.1 port=5432 user=postgres dbname=test")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# --------------------------------------------------------------------------- raw SQLite
+
+
+def raw_sqlite_rate(folder: Path, seconds: float, max_rows: int) -> float:
+    """Single-row INSERT + COMMIT, WAL, synchronous=FULL: the fsync'd commit rate of this disk."""
+    path = folder / "raw.db"
+    con = sqlite3.connect(path, isolation_level=None)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("PRAGMA synchronous=FULL")
+    con.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, at TEXT, data TEXT)")
+    payload = json.dumps({"name": "Anna", "email": "anna@example.org", "msg": "x" * 200})
+    n = 0
+    start = time.perf_counter()
+    while n < max_rows and time.perf_counter() - start < seconds:
+        con.execute("BEGIN IMMEDIATE")
+        con.execute("INSERT INTO t (at, data) VALUES (datetime('now'), ?)", (payload,))
+        con.execute("COMMIT")
+        n += 1
+    elapsed = time.perf_counter() - start
+    con.close()
+    return n / elapsed
+
+
+# --------------------------------------------------------------------------- the server
+
+
+def write_config(folder: Path, db_url: str, port: int) -> Path:
+    cfg = folder / "postwatch.toml"
+    cfg.write_text(
+        f"""[server]
+listen = "127.0.0.1:{port}"
+[database]
+url = "{db_url}"
+[smtp]
+host = "127.0.0.1"
+port = {free_port()}
+sender = "postwatch@hoster.example"
+[intake]
+rate_limit = 0
+[[accounts]]
+id = "gym"
+[[accounts.forms]]
+id = "contact"
+recipients = ["info@gym.example"]
+fallback = ["owner@private.example"]
+redirect = "https://gym.example/bedankt"
+""",
+        encoding="utf-8",
+    )
+    return cfg
+
+
+def start_server(cfg: Path, port: int, uvloop_server: bool) -> subprocess.Popen[bytes]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(SRC), env.get("PYTHONPATH", "")])
+    if uvloop_server:
+        launcher = "import uvloop; uvloop.install(); from postwatch.cli import main; main()"
+        cmd = [sys.executable, "-c", launcher, "serve", "--config", str(cfg)]
+    else:
+        cmd = [sys.executable, "-m", "postwatch", "serve", "--config", str(cfg)]
+    proc = subprocess.Popen(cmd, env=env, cwd=cfg.parent, stdout=subprocess.DEVNULL,
+                            stderr=open(cfg.parent / "serve.log", "wb"))  # noqa: SIM115
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"postwatch serve exited: {(cfg.parent / 'serve.log').read_text()}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            return proc
+        time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("postwatch serve did not start")
+
+
+# --------------------------------------------------------------------------- the clients
+
+
+async def _client(
+    port: int,
+    until: float,
+    budget: list[int],
+    latencies: list[float],
+    ids: list[str],
+    failures: list[str],
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        while budget[0] > 0 and time.perf_counter() < until:
+            budget[0] -= 1
+            body = (
+                f"name=Anna+{uuid.uuid4().hex[:6]}&email=anna%40example.org"
+                "&msg=Ik+wil+graag+een+proefles&_idempotency_key=" + uuid.uuid4().hex
+            ).encode()
+            req = (
+                b"POST /f/contact HTTP/1.1\r\nHost: bench\r\nAccept: application/json\r\n"
+                b"Content-Type: application/x-www-form-urlencoded\r\n"
+                b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+            )
+            t0 = time.perf_counter()
+            writer.write(req)
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line[:15].lower() == b"content-length:":
+                    length = int(line[15:])
+            payload = await reader.readexactly(length)
+            latencies.append(time.perf_counter() - t0)
+            status = int(head[9:12])
+            if status == 201:
+                ids.append(json.loads(payload)["id"])
+            else:
+                failures.append(f"{status} {payload[:200]!r}")
+    finally:
+        writer.close()
+
+
+async def drive(port: int, clients: int, seconds: float, max_requests: int) -> dict[str, float]:
+    # warm up (not counted): imports, connection pools, page cache
+    await asyncio.gather(
+        *(_client(port, time.perf_counter() + 1.0, [20], [], [], []) for _ in range(8))
+    )
+    latencies: list[float] = []
+    ids: list[str] = []
+    failures: list[str] = []
+    budget = [max_requests]
+    start = time.perf_counter()
+    until = start + seconds
+    await asyncio.gather(
+        *(_client(port, until, budget, latencies, ids, failures) for _ in range(clients))
+    )
+    elapsed = time.perf_counter() - start
+    latencies.sort()
+    q = statistics.quantiles(latencies, n=100)
+    return {
+        "requests": len(latencies),
+        "stored": len(ids),
+        "failures": len(failures),
+        "first_failure": failures[0] if failures else "",  # type: ignore[dict-item]
+        "rate": len(ids) / elapsed,
+        "p50_ms": q[49] * 1000,
+        "p99_ms": q[98] * 1000,
+        "max_ms": latencies[-1] * 1000,
+        "seconds": elapsed,
+        "ids": ids,  # type: ignore[dict-item]
+    }
+
+
+def count_rows(db_url: str, ids: list[str]) -> tuple[int, int, int]:
+    """(submissions, of them acknowledged and present, delivery jobs) after the run."""
+    sys.path.insert(0, str(SRC))
+    from sqlalchemy import func, select
+
+    from postwatch.store import Database
+    from postwatch.store.models import DeliveryJob, Submission
+
+    db = Database(db_url)
+    try:
+        with db.session(readonly=True) as s:
+            total = int(s.scalar(select(func.count()).select_from(Submission)) or 0)
+            jobs = int(s.scalar(select(func.count()).select_from(DeliveryJob)) or 0)
+            present = 0
+            for i in range(0, len(ids), 500):
+                chunk = ids[i : i + 500]
+                present += int(
+                    s.scalar(select(func.count()).where(Submission.id.in_(chunk))) or 0
+                )
+    finally:
+        db.dispose()
+    return total, present, jobs
+
+
+def run_store(name: str, db_url: str, folder: Path, args: argparse.Namespace) -> dict[str, object]:
+    port = free_port()
+    cfg = write_config(folder, db_url, port)
+    proc = start_server(cfg, port, args.uvloop_server)
+    loop_factory = None
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    try:
+        if loop_factory is not None:
+            with asyncio.Runner(loop_factory=loop_factory) as runner:
+                res = runner.run(drive(port, args.clients, args.seconds, args.max_requests))
+        else:
+            res = asyncio.run(drive(port, args.clients, args.seconds, args.max_requests))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    ids = list(res.pop("ids"))  # type: ignore[call-overload]
+    total, present, jobs = count_rows(db_url, ids)
+    res.update({"store": name, "rows": total, "acked_present": present, "jobs": jobs})
+    res["lost"] = len(ids) - present
+    return res  # type: ignore[return-value]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--clients", type=int, default=64)
+    p.add_argument("--seconds", type=float, default=10.0, help="per store")
+    p.add_argument("--max-requests", type=int, default=100_000, help="per store")
+    p.add_argument("--raw-seconds", type=float, default=5.0)
+    p.add_argument("--dir", type=Path, default=ROOT, help="where the SQLite files go (the disk)")
+    p.add_argument("--no-pg", action="store_true", help="skip PostgreSQL")
+    p.add_argument(
+        "--uvloop-server", action="store_true", help="run the server's event loop on uvloop"
+    )
+    args = p.parse_args()
+
+    folder = Path(tempfile.mkdtemp(prefix="pw-bench-", dir=args.dir))
+    results: list[dict[str, object]] = []
+    try:
+        raw = raw_sqlite_rate(folder, args.raw_seconds, 1_000_000)
+        print(f"raw SQLite single-row fsync'd commits (WAL, synchronous=FULL): {raw:,.0f}/s")
+        print(f"  disk: {folder}")
+        sq = folder / "sqlite"
+        sq.mkdir()
+        results.append(run_store("sqlite", f"sqlite:///{sq / 'postwatch.db'}", sq, args))
+        if not args.no_pg:
+            import psycopg
+
+            name = f"pw_bench_{uuid.uuid4().hex[:10]}"
+            with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=3) as admin:
+                admin.execute(f'CREATE DATABASE "{name}"')
+                try:
+                    pg = folder / "pg"
+                    pg.mkdir()
+                    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+                    results.append(run_store("postgresql", url, pg, args))
+                finally:
+                    admin.execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = %s",
+                        (name,),
+                    )
+                    admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+    print(
+        f"\n{args.clients} concurrent clients, {args.seconds:g} s per store, "
+        f"server loop: {'uvloop' if args.uvloop_server else 'asyncio'}"
+    )
+    print(f"{'store':<11} {'durable/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
+          f"{'stored':>8} {'errors':>7} {'lost':>5} {'vs raw':>7}")
+    for r in results:
+        print(
+            f"{r['store']:<11} {r['rate']:>10,.0f} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} "
+            f"{r['max_ms']:>8.1f} {r['stored']:>8} {r['failures']:>7} {r['lost']:>5} "
+            f"{float(r['rate']) / raw:>6.2f}x"  # type: ignore[arg-type]
+        )
+        if r["failures"]:
+            print(f"  first error: {r['first_failure']}")
+    lost = sum(int(r["lost"]) for r in results)  # type: ignore[call-overload]
+    print(f"\nrows checked after each run: {'nothing lost' if lost == 0 else f'{lost} LOST'}")
+    if lost:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

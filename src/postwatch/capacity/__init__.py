@@ -1,0 +1,1 @@
+"""Capacity watch: mailbox quota (IMAP, doveadm, Maildir), hosting space, history, forecast."""

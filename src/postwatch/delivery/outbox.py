@@ -1,0 +1,384 @@
+"""The outbox side of delivery: claiming due jobs, and recording what an attempt did.
+
+Job states: ``pending`` (due at ``next_attempt_at``), ``sending`` (claimed: ``claimed_by`` holds it
+until ``claimed_until``, the lease), ``held`` (the recipient's mailbox is full; retried every
+``delivery.full_retry_every`` until ``hold_until``), ``delivered``, ``failed``.
+
+Claiming is atomic on both stores. PostgreSQL: ``SELECT ... FOR UPDATE SKIP LOCKED`` picks due
+rows no other transaction holds, then they are marked ``sending`` in the same transaction.
+SQLite: writers are serialised by ``BEGIN IMMEDIATE`` and the ``UPDATE`` repeats the due
+condition, so two workers never get the same row. A job whose lease expired (its worker died)
+is due again. Every result is written only if the job is still claimed by the same worker (a
+fence), in one transaction with its events, the held state and any fallback jobs.
+
+A crash after the SMTP server accepted a mail but before the result was committed sends that
+mail again once the lease expires, with the same ``Message-ID`` (per submission and recipient),
+so mail clients and the recipient can recognise the duplicate. No other path sends twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from postwatch import episodes
+from postwatch.config import Config
+from postwatch.delivery.compose import AttachmentData, MailInput
+from postwatch.delivery.send import Reply
+from postwatch.intake.submissions import message_id
+from postwatch.reasons import Reason
+from postwatch.store import Database
+from postwatch.store.events import record_event
+from postwatch.store.models import Attachment, DeliveryJob, Submission, utcnow
+
+log = logging.getLogger("postwatch.delivery")
+
+FINAL_STATES = ("delivered", "failed", "cancelled")
+
+
+@dataclass(frozen=True)
+class Claimed:
+    job_id: int
+    mail: MailInput
+    attempt: int  # the number this attempt will have
+
+
+def _due(now: datetime) -> Any:
+    return or_(
+        and_(DeliveryJob.state.in_(("pending", "held")), DeliveryJob.next_attempt_at <= now),
+        and_(DeliveryJob.state == "sending", DeliveryJob.claimed_until < now),
+    )
+
+
+def claim(db: Database, worker: str, lease: timedelta, limit: int = 1) -> list[Claimed]:
+    """Claim up to ``limit`` due jobs for ``worker``; returns what is needed to send them."""
+    now = utcnow()
+    # a cheap read first: an idle poll must not take SQLite's write lock (nor fsync)
+    with db.session(readonly=True) as s:
+        if s.scalar(select(DeliveryJob.id).where(_due(now)).limit(1)) is None:
+            return []
+    with db.session() as s:
+        q = select(DeliveryJob.id).where(_due(now)).order_by(DeliveryJob.next_attempt_at)
+        q = q.limit(limit)
+        if not db.is_sqlite:
+            q = q.with_for_update(skip_locked=True)
+        ids = list(s.scalars(q))
+        if not ids:
+            return []
+        s.execute(
+            update(DeliveryJob)
+            .where(DeliveryJob.id.in_(ids), _due(now))
+            .values(state="sending", claimed_by=worker, claimed_until=now + lease, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        jobs = s.scalars(
+            select(DeliveryJob).where(DeliveryJob.id.in_(ids), DeliveryJob.claimed_by == worker)
+        ).all()
+        return [_claimed(s, job) for job in jobs]
+
+
+def _claimed(s: Session, job: DeliveryJob) -> Claimed:
+    sub = s.get(Submission, job.submission_id)
+    assert sub is not None
+    atts = s.scalars(
+        select(Attachment).where(Attachment.submission_id == sub.id).order_by(Attachment.id)
+    ).all()
+    because: tuple[tuple[str, str], ...] = ()
+    if job.role == "fallback":
+        others = s.scalars(
+            select(DeliveryJob).where(
+                DeliveryJob.submission_id == sub.id,
+                DeliveryJob.role == "primary",
+                DeliveryJob.last_reason.is_not(None),
+                DeliveryJob.state != "delivered",
+            )
+        ).all()
+        because = tuple((o.recipient, o.last_reason or "") for o in others)
+    mail = MailInput(
+        submission_id=sub.id,
+        account=sub.account,
+        form=sub.form,
+        received_at=sub.received_at,
+        fields=dict(sub.fields),
+        attachments=tuple(
+            AttachmentData(a.field, a.filename, a.content_type, a.data) for a in atts
+        ),
+        recipient=job.recipient,
+        role=job.role,
+        message_id=job.message_id,
+        because=because,
+    )
+    return Claimed(job.id, mail, job.attempts + 1)
+
+
+def release(db: Database, worker: str, job_ids: Sequence[int] = ()) -> int:
+    """Give claimed jobs back (on shutdown): due again at once for any worker."""
+    now = utcnow()
+    with db.session() as s:
+        q = update(DeliveryJob).where(
+            DeliveryJob.state == "sending", DeliveryJob.claimed_by == worker
+        )
+        if job_ids:
+            q = q.where(DeliveryJob.id.in_(list(job_ids)))
+        # a held job goes back to held (hold_until is set), the others to pending
+        n = 0
+        for held in (True, False):
+            cond = DeliveryJob.hold_until.is_not(None) if held else DeliveryJob.hold_until.is_(None)
+            res = s.execute(
+                q.where(cond)
+                .values(
+                    state="held" if held else "pending",
+                    claimed_by=None,
+                    claimed_until=None,
+                    updated_at=now,
+                )
+                .execution_options(synchronize_session=False)
+            )
+            n += int(getattr(res, "rowcount", 0) or 0)
+        return n
+
+
+# --------------------------------------------------------------------------- results
+
+
+def backoff(config: Config, attempt: int, rng: random.Random | None = None) -> timedelta:
+    """Exponential backoff with full jitter between ``retry_base`` and ``retry_max``.
+
+    The cap doubles with each attempt (base, 2 base, 4 base... up to retry_max) and the delay is
+    drawn uniformly between ``retry_base`` and that cap, so retries of many jobs spread out.
+    """
+    d = config.delivery
+    base = d.retry_base.total_seconds()
+    cap = min(d.retry_max.total_seconds(), base * (2 ** max(0, min(attempt - 1, 40))))
+    r = rng or random
+    return timedelta(seconds=r.uniform(base, max(base, cap)))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    result: str  # delivered | deferred | held | failed | lost (claim taken over: not recorded)
+    reason: str | None = None
+
+
+def record(
+    db: Database, config: Config, worker: str, claimed: Claimed, reply: Reply
+) -> Outcome:
+    """Write the attempt's result, its events, the hold and the fallback: one transaction."""
+    now = utcnow()
+    with db.session() as s:
+        q = select(DeliveryJob).where(DeliveryJob.id == claimed.job_id)
+        if not db.is_sqlite:
+            q = q.with_for_update()
+        job = s.scalar(q)
+        if job is None:  # the submission was purged meanwhile
+            return Outcome("lost")
+        if job.state != "sending" or job.claimed_by != worker:
+            log.warning(
+                "job %s: lease lost before the result was recorded (now %s by %s); reply was %s",
+                job.id, job.state, job.claimed_by, reply.line,
+            )
+            return Outcome("lost")
+        outcome = _apply(s, config, job, reply, now, worker)
+        _update_submission_status(s, job.submission_id)
+        return outcome
+
+
+def _apply(
+    s: Session, config: Config, job: DeliveryJob, reply: Reply, now: datetime, worker: str
+) -> Outcome:
+    d = config.delivery
+    job.attempts += 1
+    job.claimed_by = None
+    job.claimed_until = None
+    job.updated_at = now
+    job.last_reply = reply.line
+    verdict = reply.verdict
+    watched = config.mailbox_account(job.recipient) is not None
+    base: dict[str, Any] = {
+        "submission": job.submission_id,
+        "job": job.id,
+        "recipient": job.recipient,
+        "role": job.role,
+        "attempt": job.attempts,
+        "code": reply.code,
+        "reply": reply.line,
+        "message_id": job.message_id,
+        "stage": reply.stage,
+        "worker": worker,
+    }
+
+    def attempt_event(result: str) -> None:
+        data = {
+            **base,
+            "result": result,
+            "status": verdict.status if verdict else _status_of(reply),
+            "reason": verdict.reason.value if verdict else None,
+            "permanent": verdict.permanent if verdict else None,
+        }
+        record_event(s, "delivery_attempt", account=job.account, mailbox=job.recipient,
+                     form=job.form, data=data, at=now)
+
+    if reply.delivered or verdict is None:
+        job.state = "delivered"
+        job.delivered_at = now
+        job.last_reason = None
+        attempt_event("delivered")
+        if watched:
+            episodes.delivery_succeeded(
+                s, account=job.account, mailbox=job.recipient,
+                data={"evidence": reply.line, "source": "delivery",
+                      "submission": job.submission_id},
+                at=now,
+            )
+        return Outcome("delivered")
+
+    reason = verdict.reason.value
+    job.last_reason = reason
+
+    if verdict.reason is Reason.MAILBOX_FULL:
+        if watched:
+            episodes.mailbox_full_seen(
+                s, account=job.account, mailbox=job.recipient,
+                data={"reason": reason, "status": verdict.status, "evidence": reply.line,
+                      "source": "delivery", "submission": job.submission_id},
+                at=now,
+            )
+        first = job.hold_until is None
+        if first:
+            job.hold_until = now + d.full_horizon
+        assert job.hold_until is not None
+        if now >= job.hold_until:
+            attempt_event("failed")
+            _expire(s, config, job, now, reason)
+            return Outcome("failed", "expired")
+        job.state = "held"
+        job.next_attempt_at = min(now + d.full_retry_every, job.hold_until)
+        attempt_event("held")
+        if first:
+            record_event(
+                s, "delivery_held", account=job.account, mailbox=job.recipient, form=job.form,
+                data={"submission": job.submission_id, "job": job.id, "recipient": job.recipient,
+                      "reason": reason, "until": job.hold_until.isoformat(),
+                      "status": verdict.status, "reply": reply.line},
+                at=now,
+            )
+            _fallback(s, config, job, reason, now)
+        return Outcome("held", reason)
+
+    if verdict.permanent:
+        job.state = "failed"
+        attempt_event("failed")
+        _fallback(s, config, job, reason, now)
+        return Outcome("failed", reason)
+
+    # temporary: retry with backoff until the deadline (the hold's end for a held job)
+    deadline = job.hold_until or (job.created_at + d.give_up_after)
+    if now >= deadline:
+        attempt_event("failed")
+        _expire(s, config, job, now, reason)
+        return Outcome("failed", "expired")
+    if job.hold_until is not None:
+        job.state = "held"
+        job.next_attempt_at = min(now + d.full_retry_every, deadline)
+    else:
+        job.state = "pending"
+        job.next_attempt_at = min(now + backoff(config, job.attempts), deadline)
+    attempt_event("deferred")
+    return Outcome("deferred", reason)
+
+
+def _status_of(reply: Reply) -> str | None:
+    from postwatch.reasons import extract_status
+
+    return extract_status(reply.text) if reply.code is not None else None
+
+
+def _expire(s: Session, config: Config, job: DeliveryJob, now: datetime, last_reason: str) -> None:
+    job.state = "failed"
+    job.last_reason = Reason.EXPIRED.value
+    record_event(
+        s, "delivery_expired", account=job.account, mailbox=job.recipient, form=job.form,
+        data={"submission": job.submission_id, "job": job.id, "recipient": job.recipient,
+              "role": job.role, "reason": Reason.EXPIRED.value, "last_reason": last_reason,
+              "attempts": job.attempts, "last_reply": job.last_reply,
+              "since": job.created_at.isoformat()},
+        at=now,
+    )
+    _fallback(s, config, job, Reason.EXPIRED.value, now)
+
+
+def _fallback(
+    s: Session, config: Config, job: DeliveryJob, reason: str, now: datetime
+) -> list[str]:
+    """Queue the submission for the form's fallback recipients (each once per submission)."""
+    if job.role != "primary":
+        return []
+    cfg = config
+    found = cfg.form(f"{job.account}/{job.form}")
+    if found is None:
+        log.warning("job %s: form %s/%s gone from the config; no fallback",
+                    job.id, job.account, job.form)
+        return []
+    _account, form = found
+    targets = [r for r in form.fallback if r != job.recipient]
+    if not targets:
+        log.warning("job %s: %s cannot take the submission (%s) and form %s has no fallback",
+                    job.id, job.recipient, reason, form.id)
+        return []
+    added: list[str] = []
+    for rcpt in targets:
+        values = {
+            "submission_id": job.submission_id,
+            "account": job.account,
+            "form": job.form,
+            "recipient": rcpt,
+            "role": "fallback",
+            "state": "pending",
+            "attempts": 0,
+            "next_attempt_at": now,
+            "message_id": message_id(job.submission_id, rcpt, cfg.smtp.sender),
+            "created_at": now,
+            "updated_at": now,
+        }
+        ins = (postgresql.insert if s.get_bind().dialect.name == "postgresql" else sqlite.insert)
+        stmt = ins(DeliveryJob).values(**values).on_conflict_do_nothing(
+            index_elements=["submission_id", "recipient"]
+        ).returning(DeliveryJob.id)
+        if s.execute(stmt).first() is not None:
+            added.append(rcpt)
+    record_event(
+        s, "delivery_fallback", account=job.account, mailbox=job.recipient, form=job.form,
+        data={"submission": job.submission_id, "recipient": job.recipient, "fallback": targets,
+              "added": added, "reason": reason},
+        at=now,
+    )
+    return added
+
+
+def _update_submission_status(s: Session, submission_id: str) -> None:
+    """stored: nothing delivered yet and still trying; delivered: every primary recipient has
+    it; partial: someone has it (a primary or a fallback) but not every primary; failed:
+    nobody has it and nothing is left to try."""
+    sub = s.get(Submission, submission_id)
+    if sub is None or sub.status == "spam":
+        return
+    s.flush()
+    jobs = s.scalars(select(DeliveryJob).where(DeliveryJob.submission_id == submission_id)).all()
+    primary = [j for j in jobs if j.role == "primary"]
+    if primary and all(j.state == "delivered" for j in primary):
+        status = "delivered"
+    elif any(j.state == "delivered" for j in jobs):
+        status = "partial"
+    elif jobs and all(j.state in FINAL_STATES for j in jobs):
+        status = "failed"
+    else:
+        status = "stored"
+    sub.status = status

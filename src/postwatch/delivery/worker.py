@@ -1,0 +1,118 @@
+"""The delivery worker: claim a due job, compose, send (in a thread), record; repeat.
+
+Each worker handles one job at a time. It polls every ``delivery.poll_interval`` and wakes at
+once when ``postwatch.delivery.wake()`` is called in this process. On stop (SIGTERM) it finishes
+the send in hand, records its result, gives back any claim it still holds and returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+
+from postwatch.config import Config
+from postwatch.delivery import _register, _unregister
+from postwatch.delivery.compose import compose
+from postwatch.delivery.outbox import Claimed, Outcome, claim, record, release
+from postwatch.delivery.send import Reply, send
+from postwatch.reasons import Reason, Verdict
+from postwatch.store import Database, StoreUnavailable
+
+log = logging.getLogger("postwatch.delivery")
+
+_PROCESS_TAG = uuid.uuid4().hex[:8]
+
+
+def worker_id(n: int) -> str:
+    """``host:pid:random:n`` - unique across processes and machines sharing one database."""
+    return f"{socket.gethostname()[:64]}:{os.getpid()}:{_PROCESS_TAG}:{n}"
+
+
+class DeliveryWorker:
+    """One delivery worker; ``postwatch serve``/``worker`` run ``delivery.workers`` of them."""
+
+    def __init__(self, config: Config, db: Database, n: int = 1) -> None:
+        self.config = config
+        self.db = db
+        self.n = n
+        self.name = f"delivery-{n}"
+        self.id = worker_id(n)
+        self.sent = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        woken = asyncio.Event()
+        _register(loop, woken)
+        try:
+            while not stop.is_set():
+                woken.clear()
+                try:
+                    did = await asyncio.to_thread(self.step)
+                except StoreUnavailable as exc:
+                    log.warning("%s: store unavailable (%s); retrying", self.name, exc)
+                    did = False
+                if did:
+                    continue
+                await _wait_any(stop, woken, self.config.delivery.poll_interval.total_seconds())
+        finally:
+            _unregister(loop, woken)
+            with contextlib.suppress(StoreUnavailable):
+                await asyncio.to_thread(release, self.db, self.id)
+
+    def step(self) -> bool:
+        """Claim and handle at most one job (blocking); True if there was one."""
+        jobs = claim(self.db, self.id, self.config.delivery.lease, limit=1)
+        for job in jobs:
+            self.handle(job)
+        return bool(jobs)
+
+    def handle(self, job: Claimed) -> Outcome:
+        try:
+            msg = compose(self.config, job.mail)
+        except Exception as exc:  # a job that cannot be composed must not stop the worker
+            log.exception("job %s: cannot compose the message", job.job_id)
+            reply = Reply(
+                False, None, f"cannot compose the message: {exc}"[:500],
+                Verdict(Reason.OTHER, permanent=True, status=None, code=None), "compose",
+            )
+        else:
+            reply = send(self.config.smtp, msg, self.config.smtp.sender, job.mail.recipient)
+        outcome = self._record(job, reply)
+        log.info(
+            "job %s %s -> %s (%s): %s", job.job_id, job.mail.recipient, outcome.result,
+            outcome.reason or "ok", reply.line,
+        )
+        if outcome.result == "delivered":
+            self.sent += 1
+        return outcome
+
+
+    def _record(self, job: Claimed, reply: Reply) -> Outcome:
+        """Record the result; if the store is briefly down, keep trying for half the lease so a
+        mail that went out is not sent again (after the lease, another worker would resend it
+        with the same Message-ID)."""
+        give_up = time.monotonic() + self.config.delivery.lease.total_seconds() / 2
+        delay = 0.5
+        while True:
+            try:
+                return record(self.db, self.config, self.id, job, reply)
+            except StoreUnavailable as exc:
+                if time.monotonic() + delay > give_up:
+                    raise
+                log.warning("job %s: cannot record the result yet (%s); retrying", job.job_id, exc)
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+
+async def _wait_any(stop: asyncio.Event, woken: asyncio.Event, timeout: float) -> None:
+    waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(woken.wait())]
+    try:
+        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()

@@ -1,0 +1,147 @@
+"""``postwatch submissions ...``: list, export and purge stored submissions."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import typer
+
+from postwatch.config import DEFAULT_CONFIG_PATH
+
+# the same option as postwatch.cli.ConfigOption (not imported: cli imports this module)
+ConfigOption = Annotated[
+    Path,
+    typer.Option("--config", "-c", help="the TOML config file", envvar="POSTWATCH_CONFIG"),
+]
+
+
+def _form(cfg: Any, form_id: str) -> tuple[str, str]:
+    from postwatch.cli import fail
+
+    found = cfg.form(form_id)
+    if found is None:
+        known = ", ".join(f"{a.id}/{f.id}" for a in cfg.accounts for f in a.forms) or "none"
+        fail(f"--form: no form {form_id!r} in the config (forms: {known})")
+    return found[0].id, found[1].id
+
+
+def register(app: typer.Typer) -> None:
+    sub = typer.Typer(
+        help="Stored form submissions: list, export, purge (personal data).",
+        no_args_is_help=True,
+    )
+
+    @sub.command("list")
+    def list_(
+        config: ConfigOption = DEFAULT_CONFIG_PATH,
+        form: Annotated[str | None, typer.Option(help="form id or account/form")] = None,
+        since: Annotated[str | None, typer.Option(help="ISO time or a duration back (7d)")] = None,
+        status: Annotated[str | None, typer.Option(help="stored|delivered|spam|...")] = None,
+        limit: Annotated[int, typer.Option(help="at most this many")] = 100,
+    ) -> None:
+        """List submissions, oldest first: id, time, form, status, e-mail, deliveries."""
+        from postwatch.cli import fail, open_config, open_store, parse_since
+        from postwatch.intake.records import iter_submissions
+        from postwatch.store import StoreUnavailable
+
+        cfg = open_config(config)
+        account, form_id = _form(cfg, form) if form else (None, None)
+        db = open_store(cfg)
+        try:
+            with db.session(readonly=True) as s:
+                rows = list(
+                    iter_submissions(
+                        s,
+                        account=account,
+                        form=form_id,
+                        since=parse_since(since),
+                        status=status,
+                        limit=limit,
+                    )
+                )
+        except StoreUnavailable as exc:
+            fail(f"database unavailable: {exc}", 3)
+        for r in rows:
+            dels = ", ".join(f"{d['recipient']}:{d['state']}" for d in r["deliveries"]) or "-"
+            typer.echo(
+                f"{r['id']} {r['received_at'][:19]} {r['account']}/{r['form']} {r['status']:<9}"
+                f" {(r['email'] or '-')!r} {dels}"
+            )
+
+    @sub.command("export")
+    def export(
+        form: Annotated[str, typer.Option(help="form id or account/form")],
+        config: ConfigOption = DEFAULT_CONFIG_PATH,
+        fmt: Annotated[
+            Literal["csv", "json"], typer.Option("--format", help="csv or json")
+        ] = "json",
+        since: Annotated[str | None, typer.Option(help="ISO time or a duration back (7d)")] = None,
+        output: Annotated[
+            Path | None, typer.Option("--output", "-o", help="write here instead of stdout")
+        ] = None,
+    ) -> None:
+        """Export a form's submissions with their delivery state (JSON list or CSV)."""
+        from postwatch.cli import fail, open_config, open_store, parse_since
+        from postwatch.intake.records import iter_submissions, write_csv, write_json
+        from postwatch.store import StoreUnavailable
+
+        cfg = open_config(config)
+        account, form_id = _form(cfg, form)
+        db = open_store(cfg)
+        tmp = output.with_name(output.name + ".part") if output else None
+        try:
+            with db.session(readonly=True) as s:
+                rows = iter_submissions(s, account=account, form=form_id, since=parse_since(since))
+                write = write_csv if fmt == "csv" else write_json
+                if tmp is None:
+                    n = write(rows, sys.stdout)
+                else:
+                    with open(tmp, "w", encoding="utf-8", newline="") as f:
+                        n = write(rows, f)
+                        f.flush()
+                        os.fsync(f.fileno())
+                    os.replace(tmp, output)  # type: ignore[arg-type]
+        except StoreUnavailable as exc:
+            fail(f"database unavailable: {exc}", 3)
+        except OSError as exc:
+            fail(f"{output}: cannot write: {exc.strerror}")
+        if output:
+            typer.echo(f"{output}: {n} submissions of {account}/{form_id}", err=True)
+
+    @sub.command("purge")
+    def purge(
+        config: ConfigOption = DEFAULT_CONFIG_PATH,
+        email: Annotated[
+            str | None, typer.Option(help="erasure request: delete this person's submissions")
+        ] = None,
+        expired: Annotated[
+            bool, typer.Option("--expired", help="delete what is past its form's retention")
+        ] = False,
+    ) -> None:
+        """Delete submissions (with attachments and delivery jobs); leaves an event per form."""
+        from postwatch.cli import fail, open_config, open_store
+        from postwatch.intake.records import purge_email, purge_expired
+        from postwatch.store import StoreUnavailable
+
+        if (email is None) == (not expired):
+            fail("give exactly one of --email ADDRESS or --expired")
+        cfg = open_config(config)
+        db = open_store(cfg)
+        try:
+            purged = purge_email(db, email) if email is not None else purge_expired(db, cfg)
+        except ValueError as exc:
+            fail(f"--email: {exc}")
+        except StoreUnavailable as exc:
+            fail(f"database unavailable: {exc}", 3)
+        total = sum(p.submissions for p in purged)
+        for p in purged:
+            typer.echo(
+                f"{p.account}/{p.form}: {p.submissions} submissions, {p.attachments} attachments,"
+                f" {p.jobs} delivery jobs deleted"
+            )
+        typer.echo(f"purged {total} submissions ({'erasure' if email else 'retention'})")
+
+    app.add_typer(sub, name="submissions")

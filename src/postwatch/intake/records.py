@@ -1,0 +1,309 @@
+"""Submissions as personal data: export, erasure on request, and retention.
+
+Purges delete the submissions, their attachments and their delivery jobs, and leave one
+``submissions_purged`` event per form saying how many were removed and why, never what.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import String, cast, delete, func, or_, select
+from sqlalchemy.orm import Session
+
+from postwatch.config import Config, FormConfig
+from postwatch.store.events import record_event
+from postwatch.store.models import Attachment, DeliveryJob, Submission, utcnow
+
+DEFAULT_RETENTION_DAYS = FormConfig.model_fields["retention_days"].default
+_CHUNK = 500
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _deliveries(session: Session, ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    if not ids:
+        return out
+    rows = session.scalars(
+        select(DeliveryJob).where(DeliveryJob.submission_id.in_(ids)).order_by(DeliveryJob.id)
+    )
+    for j in rows:
+        out[j.submission_id].append(
+            {
+                "recipient": j.recipient,
+                "role": j.role,
+                "state": j.state,
+                "last_reply": j.last_reply,
+                "attempts": j.attempts,
+                "delivered_at": j.delivered_at.isoformat() if j.delivered_at else None,
+            }
+        )
+    return out
+
+
+def _attachments(session: Session, ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    if not ids:
+        return out
+    rows = session.execute(
+        select(
+            Attachment.submission_id,
+            Attachment.field,
+            Attachment.filename,
+            Attachment.content_type,
+            Attachment.size,
+        )
+        .where(Attachment.submission_id.in_(ids))
+        .order_by(Attachment.id)
+    )
+    for sid, field, filename, ctype, size in rows:
+        out[sid].append({"field": field, "filename": filename, "content_type": ctype, "size": size})
+    return out
+
+
+def iter_submissions(
+    session: Session,
+    *,
+    account: str | None = None,
+    form: str | None = None,
+    since: datetime | None = None,
+    status: str | None = None,
+    limit: int | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Submissions as plain dicts (the export shape), oldest first, read in chunks."""
+    q = select(Submission)
+    if account is not None:
+        q = q.where(Submission.account == account)
+    if form is not None:
+        q = q.where(Submission.form == form)
+    if since is not None:
+        q = q.where(Submission.received_at >= since)
+    if status is not None:
+        q = q.where(Submission.status == status)
+    q = q.order_by(Submission.received_at, Submission.id)
+    if limit is not None:
+        q = q.limit(limit)
+    batch: list[Submission] = []
+
+    def flush() -> Iterator[dict[str, Any]]:
+        ids = [s.id for s in batch]
+        dels = _deliveries(session, ids)
+        atts = _attachments(session, ids)
+        for s in batch:
+            yield {
+                "id": s.id,
+                "account": s.account,
+                "form": s.form,
+                "received_at": s.received_at.isoformat(),
+                "status": s.status,
+                "email": s.email,
+                "fields": s.fields,
+                "attachments": atts.get(s.id, []),
+                "deliveries": dels.get(s.id, []),
+                "remote_addr": s.remote_addr,
+            }
+
+    for sub in session.scalars(q.execution_options(yield_per=_CHUNK)):
+        batch.append(sub)
+        if len(batch) >= _CHUNK:
+            yield from flush()
+            batch = []
+    if batch:
+        yield from flush()
+
+
+# --------------------------------------------------------------------------- export formats
+
+
+def write_json(rows: Iterable[dict[str, Any]], out: io.TextIOBase | Any) -> int:
+    """A JSON list, written row by row (large exports do not sit in memory)."""
+    n = 0
+    out.write("[")
+    for row in rows:
+        out.write(",\n" if n else "\n")
+        out.write(json.dumps(row, ensure_ascii=False, sort_keys=True))
+        n += 1
+    out.write("\n]\n" if n else "]\n")
+    return n
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n", "|", "%")
+
+
+def csv_safe(value: Any) -> str:
+    """A cell a spreadsheet will not run: text starting like a formula gets a leading quote."""
+    text = "" if value is None else str(value)
+    if text.startswith(_FORMULA_START):
+        return "'" + text
+    return text
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, list):
+        return csv_safe("; ".join(str(v) for v in value))
+    return csv_safe(value)
+
+
+_FIXED = ["id", "account", "form", "received_at", "status", "email"]
+
+
+def write_csv(rows: Iterable[dict[str, Any]], out: io.TextIOBase | Any) -> int:
+    """One row per submission; every field its own column (first-seen order); multi-valued
+    fields joined with "; "; deliveries and attachments summarised in one column each."""
+    rows = list(rows)
+    names: dict[str, None] = {}
+    for r in rows:
+        for k in r["fields"]:
+            names.setdefault(k, None)
+    columns = _FIXED + [n for n in names if n not in _FIXED] + ["attachments", "deliveries"]
+    w = csv.writer(out)
+    w.writerow([csv_safe(c) for c in columns])
+    for r in rows:
+        cells = [_cell(r.get(c)) for c in _FIXED]
+        cells += [_cell(r["fields"].get(n)) for n in columns[len(_FIXED) : -2]]
+        cells.append(csv_safe("; ".join(a["filename"] for a in r["attachments"])))
+        cells.append(
+            csv_safe(
+                "; ".join(f"{d['recipient']} ({d['role']}): {d['state']}" for d in r["deliveries"])
+            )
+        )
+        w.writerow(cells)
+    return len(rows)
+
+
+# --------------------------------------------------------------------------- purges
+
+
+@dataclass
+class Purged:
+    account: str
+    form: str
+    submissions: int = 0
+    attachments: int = 0
+    jobs: int = 0
+
+
+def _delete(session: Session, ids: list[str]) -> tuple[int, int, int]:
+    """Delete submissions by id with their attachments and jobs; returns the three counts."""
+    a = session.execute(delete(Attachment).where(Attachment.submission_id.in_(ids)))
+    j = session.execute(delete(DeliveryJob).where(DeliveryJob.submission_id.in_(ids)))
+    s = session.execute(delete(Submission).where(Submission.id.in_(ids)))
+    return (
+        int(getattr(s, "rowcount", 0) or 0),
+        int(getattr(a, "rowcount", 0) or 0),
+        int(getattr(j, "rowcount", 0) or 0),
+    )
+
+
+def _record(session: Session, purged: dict[tuple[str, str], Purged], why: str) -> None:
+    for p in purged.values():
+        record_event(
+            session,
+            "submissions_purged",
+            account=p.account,
+            form=p.form,
+            data={
+                "form": p.form,
+                "count": p.submissions,
+                "attachments": p.attachments,
+                "jobs": p.jobs,
+                "why": why,
+            },
+        )
+
+
+def _holds_address(fields: dict[str, Any], address: str) -> bool:
+    for v in fields.values():
+        values = v if isinstance(v, list) else [v]
+        for x in values:
+            if isinstance(x, str) and x.strip().lower() == address:
+                return True
+    return False
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def purge_email(db: Any, address: str) -> list[Purged]:
+    """Erasure request: every submission whose e-mail (or any field) is ``address``."""
+    address = address.strip().lower()
+    if "@" not in address:
+        raise ValueError(f"not an e-mail address: {address!r}")
+    with db.session() as s:
+        cand = s.execute(
+            select(
+                Submission.id,
+                Submission.account,
+                Submission.form,
+                Submission.email,
+                Submission.fields,
+            ).where(
+                or_(
+                    Submission.email == address,
+                    func.lower(cast(Submission.fields, String)).like(
+                        f"%{_like_escape(address)}%", escape="\\"
+                    ),
+                )
+            )
+        ).all()
+        by_form: dict[tuple[str, str], list[str]] = defaultdict(list)
+        for sid, account, form, email, fields in cand:
+            if email == address or _holds_address(fields or {}, address):
+                by_form[(account, form)].append(sid)
+        purged = _purge_ids(s, by_form)
+        _record(s, purged, "erasure")
+    return list(purged.values())
+
+
+def _purge_ids(
+    session: Session, by_form: dict[tuple[str, str], list[str]]
+) -> dict[tuple[str, str], Purged]:
+    purged: dict[tuple[str, str], Purged] = {}
+    for (account, form), ids in by_form.items():
+        p = purged.setdefault((account, form), Purged(account, form))
+        for i in range(0, len(ids), _CHUNK):
+            n_s, n_a, n_j = _delete(session, ids[i : i + _CHUNK])
+            p.submissions += n_s
+            p.attachments += n_a
+            p.jobs += n_j
+    return purged
+
+
+def retention_days(config: Config, account: str, form: str) -> int:
+    """A form's retention; a form no longer in the config keeps the default (365 days)."""
+    found = config.form(f"{account}/{form}")
+    return found[1].retention_days if found else DEFAULT_RETENTION_DAYS
+
+
+def purge_expired(db: Any, config: Config, now: datetime | None = None) -> list[Purged]:
+    """Delete submissions older than their form's ``retention_days``."""
+    now = now or utcnow()
+    with db.session() as s:
+        forms = s.execute(select(Submission.account, Submission.form).distinct()).all()
+        by_form: dict[tuple[str, str], list[str]] = {}
+        for account, form in forms:
+            cutoff = now - timedelta(days=retention_days(config, account, form))
+            ids = list(
+                s.scalars(
+                    select(Submission.id).where(
+                        Submission.account == account,
+                        Submission.form == form,
+                        Submission.received_at < cutoff,
+                    )
+                )
+            )
+            if ids:
+                by_form[(account, form)] = ids
+        purged = _purge_ids(s, by_form)
+        _record(s, purged, "retention")
+    return list(purged.values())
