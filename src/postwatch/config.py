@@ -376,6 +376,8 @@ class AlertsConfig(SecretSource):
     poll_interval: Duration = timedelta(milliseconds=500)
     #: alerts without a recovery event (e.g. bounces) resolve after this long without news
     resolve_after: Duration = timedelta(hours=24)
+    #: "resolved" messages wait this long; an alert back within it is reopened, not re-sent
+    flap_hold: Duration = timedelta(minutes=2)
     #: how long an acknowledge link in a notification stays valid
     ack_link_ttl: Duration = timedelta(days=7)
     #: sending rounds per notification (all channels of the contact each round) before giving up

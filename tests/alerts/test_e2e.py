@@ -63,7 +63,7 @@ async def test_200_full_lines_in_the_mail_log_give_one_message_then_one_resolved
 
     log = tmp_path / "mail.log"
     log.write_text("")
-    cfg = gym_config(tmp_path, sink, poll_interval="100ms")
+    cfg = gym_config(tmp_path, sink, poll_interval="100ms", flap_hold="1s")
     cfg.maillogs = [MaillogConfig(path=log, format="postfix")]
     stop = asyncio.Event()
     watch = MaillogService(cfg, db, cfg.maillogs[0])

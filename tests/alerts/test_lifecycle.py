@@ -395,3 +395,35 @@ def test_an_event_still_committing_is_not_skipped(
     eng.step()
     with db.session(readonly=True) as s:
         assert sorted(a.subject for a in s.scalars(select(Alert))) == [BOX, "sales@gym.example"]
+
+
+def test_a_flap_reopens_the_alert_instead_of_new_messages(
+    db: Database, tmp_path: Path, sink: WebhookSink, clock: ManualClock
+) -> None:
+    cfg = gym_config(tmp_path, sink, flap_hold="2m")
+    eng = Engine(cfg, db, clock=clock)
+    burst(db, clock, 5)
+    eng.step()
+    clock.advance(timedelta(minutes=5))
+    recover(db, clock)  # e.g. one mail got through a relay...
+    eng.step()
+    clock.advance(timedelta(seconds=40))
+    burst(db, clock, 5)  # ...and the mailbox is refusing again
+    eng.step()
+    clock.advance(timedelta(minutes=10))
+    eng.step()
+    assert len(sink.to("owner")) == 1  # no "resolved", no second "fired"
+    with db.session(readonly=True) as s:
+        [a] = s.scalars(select(Alert)).all()
+        assert a.state == "firing" and a.count == 10
+        reopened = [e for e in fetch_events(s, kinds=["alert_fired"]) if e.data.get("reopened")]
+        assert len(reopened) == 1
+    # once the resolution went out, a new problem is a new alert with a new message
+    recover(db, clock)
+    eng.step()
+    clock.advance(timedelta(minutes=3))
+    eng.step()
+    burst(db, clock, 1)
+    eng.step()
+    titles = sink.titles("owner")
+    assert [t.split(":")[0] for t in titles] == ["[KRITIEK] gym", "Opgelost", "[KRITIEK] gym"]

@@ -79,6 +79,9 @@ def test_quota_rises_from_digest_to_a_message(
     assert "91%" in sink.titles("owner")[0]
     quota(db, clock, "quota_ok", "mailbox", "sales@gym.example", percent=50.0)
     eng.step()
+    assert len(sink.to("owner")) == 1  # the good news waits flap_hold (2 min)
+    clock.advance(timedelta(minutes=2, seconds=1))
+    eng.step()
     assert sink.titles("owner")[-1].startswith("Opgelost:")
 
 
@@ -191,6 +194,8 @@ def test_delivery_problems_without_recovery_resolve_after_quiet_period(
     assert "40 mislukte bezorgingen" in sink.to("owner")[0]["body"]["message"]
     assert "adres bestaat niet" in sink.to("owner")[0]["body"]["message"]
     clock.advance(timedelta(hours=24, minutes=1))
+    eng.step()
+    clock.advance(timedelta(minutes=3))
     eng.step()
     assert sink.titles("owner")[-1].startswith("Opgelost:")
 

@@ -51,6 +51,7 @@ OPEN = ("firing", "acknowledged")
 HOLE_WAIT = 2.0
 #: ...when the event after it is this recent (else the gap is an old rollback)
 RECENT = timedelta(seconds=30)
+_CANCELLED_BY_RESOLVE = "resolved before it was sent"
 
 
 @dataclass
@@ -211,6 +212,8 @@ class Engine:
         key = rules.fingerprint(sig.account, sig.concern, sig.subject, sig.rule)
         alert = s.scalar(select(Alert).where(Alert.open_key == key))
         if alert is None:
+            alert = self._reopen(s, key, ev)
+        if alert is None:
             alert = Alert(
                 fingerprint=key,
                 open_key=key,
@@ -253,6 +256,65 @@ class Engine:
                 alert.acked_at = None
                 alert.acked_by = None
 
+    def _reopen(self, s: Session, key: str, ev: Event) -> Alert | None:
+        """An alert that resolved moments ago and whose resolution has not been sent yet is
+        opened again (a flap), instead of a new alert and a new message."""
+        now = self.clock.now()
+        recent = s.scalar(
+            select(Alert)
+            .where(Alert.fingerprint == key, Alert.state == "resolved")
+            .order_by(Alert.id.desc())
+            .limit(1)
+        )
+        if recent is None or recent.resolved_at is None:
+            return None
+        if recent.resolved_at < min(now, ev.at) - self.config.alerts.flap_hold:
+            return None
+        told_over = s.scalar(
+            select(AlertNotification.id).where(
+                AlertNotification.alert_id == recent.id,
+                AlertNotification.kind == "resolved",
+                AlertNotification.state.in_(("sending", "sent")),
+            )
+        )
+        if told_over is not None:
+            return None
+        s.execute(
+            update(AlertNotification)
+            .where(
+                AlertNotification.alert_id == recent.id,
+                AlertNotification.state == "pending",
+                AlertNotification.kind == "resolved",
+            )
+            .values(state="cancelled", error="it came back before this was sent")
+        )
+        s.execute(  # messages the resolution had cancelled are wanted again
+            update(AlertNotification)
+            .where(
+                AlertNotification.alert_id == recent.id,
+                AlertNotification.state == "cancelled",
+                AlertNotification.error == _CANCELLED_BY_RESOLVE,
+            )
+            .values(state="pending", error=None)
+        )
+        recent.state = "acknowledged" if recent.acked_at is not None else "firing"
+        recent.open_key = key
+        recent.resolved_at = None
+        recent.data = {k: v for k, v in recent.data.items() if k != "resolution"}
+        account = self._accounts.get(recent.account)
+        if recent.announced and recent.state == "firing" and account is not None:
+            recent.next_reminder_at = now + self.config.alerts.repeat_every
+            recent.next_escalation_at = self._next_escalation(account, recent, now)
+        record_event(
+            s,
+            "alert_fired",
+            account=recent.account,
+            mailbox=recent.subject if recent.concern == "mailbox" else None,
+            data=_alert_event_data(recent) | {"event": ev.id, "reopened": True},
+            at=now,
+        )
+        return recent
+
     def _resolve(
         self, s: Session, alert: Alert, at: datetime, facts: dict[str, Any] | None = None
     ) -> None:
@@ -267,7 +329,7 @@ class Engine:
         s.execute(
             update(AlertNotification)
             .where(AlertNotification.alert_id == alert.id, AlertNotification.state == "pending")
-            .values(state="cancelled", error="resolved before it was sent")
+            .values(state="cancelled", error=_CANCELLED_BY_RESOLVE)
         )
         record_event(
             s,
@@ -507,11 +569,13 @@ class Engine:
             escalate_after=_fmt_duration(self.config.alerts.escalate_after),
         )
         not_before = now
+        if kind == "resolved":  # wait a moment: if it comes back, nobody is told it is over
+            not_before = now + self.config.alerts.flap_hold
         # only the start and the escalation of a critical alert break quiet hours
         if a.severity != "critical" or kind not in ("fired", "escalated"):
             quiet_end = schedule.quiet_until(contact.quiet_hours, tz, now)
             if quiet_end is not None:
-                not_before = quiet_end
+                not_before = max(not_before, quiet_end)
         n = AlertNotification(
             alert_id=a.id,
             account=account.id,
