@@ -235,6 +235,9 @@ def test_responsibilities_sheet_text_and_escaped_html(db: Database, tmp_path: Pa
     assert "Sportschool &lt;Fit&gt; &amp; co" in html
     bad = runner.invoke(cli_app, ["responsibilities", "--account", "zzz", "-c", str(path)])
     assert bad.exit_code == 1
+    nl = runner.invoke(cli_app, ["responsibilities", "--account", "gym", "--language", "nl",
+                                 "--html", "-c", str(path)]).output
+    assert '<html lang="nl">' in nl and "Wie hoort waarover" in nl and "<script>" not in nl
 
 
 def test_check_config_reports_owner_without_a_safe_channel(tmp_path: Path,

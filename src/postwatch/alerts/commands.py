@@ -27,6 +27,7 @@ def register(app: typer.Typer) -> None:
     def responsibilities(
         account: Annotated[str, typer.Option(help="the account id")],
         html: Annotated[bool, typer.Option("--html", help="a one-page HTML sheet")] = False,
+        language: Annotated[str, typer.Option("--language", help="en or nl")] = "en",
         config: ConfigOpt = DEFAULT_CONFIG_PATH,
     ) -> None:
         """Print who is told about what for an account (text, or HTML to attach to an agreement)."""
@@ -38,7 +39,10 @@ def register(app: typer.Typer) -> None:
             acc = cfg.account(account)
         except KeyError:
             fail(f"no account {account!r} in {config}")
-        typer.echo(html_sheet(cfg, acc) if html else text_sheet(cfg, acc), nl=False)
+        if language not in ("en", "nl"):
+            fail(f"--language: en or nl, not {language!r}")
+        sheet = html_sheet(cfg, acc, language) if html else text_sheet(cfg, acc, language)
+        typer.echo(sheet, nl=False)
 
     @alerts.command("list")
     def list_(
