@@ -56,8 +56,13 @@ def test_burst_of_200_gives_one_notification_per_contact(
     with db.session(readonly=True) as s:
         alerts = s.scalars(select(Alert)).all()
         assert len(alerts) == 1 and alerts[0].count == 200 and alerts[0].state == "firing"
-        kinds = [e.kind for e in fetch_events(s, kinds=["alert_fired", "notification_sent"])]
+        evs = fetch_events(s, kinds=["alert_fired", "notification_sent"])
+    kinds = [e.kind for e in evs]
     assert kinds.count("alert_fired") == 1 and kinds.count("notification_sent") == 2
+    sent = [e for e in evs if e.kind == "notification_sent"]
+    assert {e.data["contact"] for e in sent} == {"Marieke", "Webbureau"}
+    assert all(e.mailbox == BOX and e.account == "gym" for e in sent)
+    assert all(e.data["channel"].startswith("json://127.0.0.1:") for e in sent)
 
 
 def test_escalation_after_timeout_when_not_acknowledged(

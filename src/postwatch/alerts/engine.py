@@ -817,6 +817,8 @@ class Engine:
         with self.db.session() as s:
             n = s.get(AlertNotification, nid, with_for_update=True)
             assert n is not None
+            alert = s.get(Alert, n.alert_id) if n.alert_id is not None else None
+            box = alert.subject if alert is not None and alert.concern == "mailbox" else None
             base = {
                 "alert": n.alert_id,
                 "notification": n.id,
@@ -835,7 +837,7 @@ class Engine:
                 data = base | {"channel": masked}
                 if error:
                     data["error"] = error
-                record_event(s, kind, account=n.account, data=data, at=at)
+                record_event(s, kind, account=n.account, mailbox=box, data=data, at=at)
             if sent_on is not None:
                 n.state, n.sent_at, n.channel, n.error = "sent", now, sent_on, None
                 return
@@ -848,6 +850,7 @@ class Engine:
                     s,
                     "notification_failed",
                     account=n.account,
+                    mailbox=box,
                     data=base | {"channel": None, "error": last_error, "final": True},
                     at=now,
                 )
