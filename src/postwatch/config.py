@@ -249,6 +249,18 @@ class ContactConfig(Model):
     timezone: str | None = None
     #: the person's own address; used to recognise them across accounts (one digest)
     email: Email | None = None
+    #: this person's digest schedule ("daily HH:MM", "weekly DAY HH:MM", "off");
+    #: default: alerts.digest
+    digest: str | None = None
+
+    @field_validator("digest")
+    @classmethod
+    def _digest(cls, v: str | None) -> str | None:
+        if v is not None and not _DIGEST_RE.match(v):
+            raise ValueError(
+                f"digest must be 'daily HH:MM', 'weekly DAY HH:MM' or 'off', got {v!r}"
+            )
+        return " ".join(v.lower().split()) if v is not None else None
 
     @field_validator("quiet_hours")
     @classmethod

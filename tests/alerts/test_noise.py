@@ -229,4 +229,26 @@ def test_one_digest_for_a_person_in_several_accounts(
     from postwatch.alerts.queries import history
 
     with db.session(readonly=True) as s:
-        assert [h["kind"] for h in history(s, account="bakery")] == ["digest"]
+        [h] = history(s, account="bakery")
+    assert h["kind"] == "digest" and "info@bakery.example" in h["message"]
+    # no cross-tenant reads: the bakery's record does not show the gym's or garage's items
+    assert "gym" not in h["message"] + h["title"] and "garage" not in h["message"] + h["title"]
+
+
+def test_weekly_digest_for_one_contact(db: Database, tmp_path: Path, sink: WebhookSink) -> None:
+    start = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)  # Monday, after this week's 09:00
+    clock = ManualClock(start)
+    contacts = [{"name": "Marieke", "role": "owner", "channels": [sink.url("owner")],
+                 "digest": "weekly mon 09:00"}]
+    cfg = gym_config(tmp_path, sink, contacts=contacts, digest="daily 08:00")
+    eng = Engine(cfg, db, clock=clock)
+    eng.step()
+    quota(db, clock, "quota_warning", "mailbox", "sales@gym.example", level=80, percent=80.0)
+    for hours in (1, 24, 24 * 5, 24 * 6 + 22):  # Mon, Tue, Sat, Mon 08:00: not yet
+        clock.set(start + timedelta(hours=hours))
+        eng.step()
+    assert sink.requests == []
+    clock.set(datetime(2026, 12, 7, 9, 1, tzinfo=UTC))  # next Monday after 09:00
+    eng.step()
+    assert len(sink.to("owner")) == 1
+    assert "weekly on mon at 09:00" in sink.to("owner")[0]["body"]["message"]

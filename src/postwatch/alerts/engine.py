@@ -604,9 +604,6 @@ class Engine:
         db_silences: list[AlertSilence],
         now: datetime,
     ) -> int:
-        spec = self.config.alerts.digest
-        if spec == "off":
-            return 0
         people: dict[str, list[tuple[AccountConfig, ContactConfig]]] = {}
         for account in self.config.accounts:
             for contact in account.contacts:
@@ -618,6 +615,7 @@ class Engine:
         for key, entries in people.items():
             first_contact = entries[0][1]
             tz = self._tz(first_contact)
+            spec = first_contact.digest or self.config.alerts.digest
             due = schedule.last_digest_time(spec, tz, now)
             if due is None:
                 continue
@@ -667,6 +665,20 @@ class Engine:
                 accounts=", ".join(accounts),
             )
             _account0, contact0 = entries[0]
+            data: dict[str, Any] = {"alerts": [it.facts.id for it in items], "accounts": accounts}
+            if len(accounts) > 1:
+                # the record of one account must not show another account's items
+                per: dict[str, dict[str, str]] = {}
+                for acc_id in accounts:
+                    t_acc, b_acc = messages.render_digest(
+                        [it for it in items if it.facts.account_id == acc_id],
+                        lang=lang,
+                        tz=tz,
+                        when=schedule.describe_digest(spec, lang),
+                        accounts=acc_id,
+                    )
+                    per[acc_id] = {"title": t_acc, "body": b_acc}
+                data["per_account"] = per
             s.add(
                 AlertNotification(
                     alert_id=None,
@@ -682,7 +694,7 @@ class Engine:
                     created_at=now,
                     not_before=schedule.quiet_until(contact0.quiet_hours, tz, now) or now,
                     rounds=0,
-                    data={"alerts": [it.facts.id for it in items], "accounts": accounts},
+                    data=data,
                 )
             )
             work += 1
