@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from postwatch.alerts.clock import ManualClock
@@ -432,3 +433,21 @@ def test_a_flap_reopens_the_alert_instead_of_new_messages(
     eng.step()
     titles = sink.titles("owner")
     assert [t.split(":")[0] for t in titles] == ["[KRITIEK] gym", "Opgelost", "[KRITIEK] gym"]
+
+
+def test_a_bad_event_is_passed_over_not_a_stop(
+    db: Database, tmp_path: Path, sink: WebhookSink, clock: ManualClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cfg = gym_config(tmp_path, sink)
+    with db.session() as s:
+        record_event(s, "quota_warning", account="gym", mailbox="sales@gym.example",
+                     data={"subject": "mailbox", "name": "sales@gym.example", "level": "lots"})
+    burst(db, clock, 1)
+    eng = Engine(cfg, db, clock=clock)
+    eng.step()
+    eng.step()
+    assert len(sink.to("owner")) == 1  # the mailbox-full alert behind it still went out
+    assert "could not be handled" in caplog.text
+    with db.session(readonly=True) as s:
+        assert [a.rule for a in s.scalars(select(Alert))] == ["mailbox_full"]

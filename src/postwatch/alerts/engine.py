@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from postwatch.alerts import channels as channels_mod
@@ -138,6 +139,8 @@ class Engine:
         self._hole_seen: dict[int, float] = {}
         #: digest times already handled (a cache of alert_state rows, saves a query a step)
         self._digest_done: dict[str, datetime] = {}
+        #: events and alerts that raised (logged once each)
+        self._broken: set[str] = set()
         self._accounts = {a.id: a for a in config.accounts}
 
     # ------------------------------------------------------------------ the loop
@@ -178,7 +181,7 @@ class Engine:
                 ):
                     stop = True  # an older id may still be committing: wait for it a moment
                     break
-                self._apply(s, ev)
+                self._guarded(s, f"event {ev.id} ({ev.kind})", self._apply, s, ev)
                 cursor = ev.id
                 done += 1
             row.value = str(cursor)
@@ -371,48 +374,76 @@ class Engine:
             by_subject.setdefault((a.account, a.concern, a.subject), []).append(a)
         db_silences = list(s.scalars(select(AlertSilence).where(AlertSilence.ends > now)))
         for a in open_alerts:
-            account = self._accounts.get(a.account)
-            if account is None or a.state != "firing" or a.severity == "low":
-                continue
-            if self.suppressed(a, by_subject, db_silences, now):
-                continue
-            if not a.announced:
-                for contact in self._told_up_to(account, a):
-                    self._notify(s, a, account, contact, "fired", now)
-                a.announced = True
-                a.next_reminder_at = now + self.config.alerts.repeat_every
-                a.next_escalation_at = self._next_escalation(account, a, now)
-                work += 1
-                continue
-            if (
-                a.next_escalation_at is not None
-                and a.next_escalation_at > now
-                and self._nobody_reached(s, a)
-            ):
-                a.next_escalation_at = now  # every message failed for good: do not wait
-            if a.next_escalation_at is not None and a.next_escalation_at <= now:
-                a.level += 1
-                level_contacts = routing.contacts_for_level(
-                    self.config, account, a.concern, a.level
-                )
-                for contact in level_contacts:
-                    self._notify(s, a, account, contact, "escalated", now)
-                record_event(
-                    s,
-                    "alert_escalated",
-                    account=a.account,
-                    mailbox=a.subject if a.concern == "mailbox" else None,
-                    data=_alert_event_data(a) | {"level": a.level},
-                    at=now,
-                )
-                a.next_escalation_at = self._next_escalation(account, a, now)
-                work += 1
-            if a.next_reminder_at is not None and a.next_reminder_at <= now:
-                for contact in self._told_up_to(account, a):
-                    self._notify(s, a, account, contact, "reminder", now)
-                a.next_reminder_at = now + self.config.alerts.repeat_every
-                work += 1
+            work += self._guarded(
+                s, f"alert {a.id}", self._due, s, a, by_subject, db_silences, now
+            )
         work += self._digests(s, open_alerts, by_subject, db_silences, now)
+        return work
+
+    def _guarded(self, s: Session, what: str, fn: Callable[..., int | None], *args: Any) -> int:
+        """Run one unit of work in a savepoint: a bad event or alert is logged and passed
+        over instead of stopping every alert behind it. Store errors still stop the step."""
+        try:
+            with s.begin_nested():
+                return fn(*args) or 0
+        except SQLAlchemyError:
+            raise
+        except Exception:
+            if what not in self._broken:
+                self._broken.add(what)
+                log.exception("alerts: %s could not be handled; passed over", what)
+            return 0
+
+    def _due(
+        self,
+        s: Session,
+        a: Alert,
+        by_subject: dict[tuple[str, str, str], list[Alert]],
+        db_silences: list[AlertSilence],
+        now: datetime,
+    ) -> int:
+        """Announce, escalate or remind one alert when due; returns the work done."""
+        work = 0
+        account = self._accounts.get(a.account)
+        if account is None or a.state != "firing" or a.severity == "low":
+            return 0
+        if self.suppressed(a, by_subject, db_silences, now):
+            return 0
+        if not a.announced:
+            for contact in self._told_up_to(account, a):
+                self._notify(s, a, account, contact, "fired", now)
+            a.announced = True
+            a.next_reminder_at = now + self.config.alerts.repeat_every
+            a.next_escalation_at = self._next_escalation(account, a, now)
+            return 1
+        if (
+            a.next_escalation_at is not None
+            and a.next_escalation_at > now
+            and self._nobody_reached(s, a)
+        ):
+            a.next_escalation_at = now  # every message failed for good: do not wait
+        if a.next_escalation_at is not None and a.next_escalation_at <= now:
+            a.level += 1
+            level_contacts = routing.contacts_for_level(
+                self.config, account, a.concern, a.level
+            )
+            for contact in level_contacts:
+                self._notify(s, a, account, contact, "escalated", now)
+            record_event(
+                s,
+                "alert_escalated",
+                account=a.account,
+                mailbox=a.subject if a.concern == "mailbox" else None,
+                data=_alert_event_data(a) | {"level": a.level},
+                at=now,
+            )
+            a.next_escalation_at = self._next_escalation(account, a, now)
+            work += 1
+        if a.next_reminder_at is not None and a.next_reminder_at <= now:
+            for contact in self._told_up_to(account, a):
+                self._notify(s, a, account, contact, "reminder", now)
+            a.next_reminder_at = now + self.config.alerts.repeat_every
+            work += 1
         return work
 
     @staticmethod
