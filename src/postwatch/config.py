@@ -388,6 +388,8 @@ class AlertsConfig(SecretSource):
     poll_interval: Duration = timedelta(milliseconds=500)
     #: alerts without a recovery event (e.g. bounces) resolve after this long without news
     resolve_after: Duration = timedelta(hours=24)
+    #: temporary delivery failures of a mailbox become a warning (a message) at this count
+    deferrals_before_warning: int = Field(default=5, ge=1)
     #: "resolved" messages wait this long; an alert back within it is reopened, not re-sent
     flap_hold: Duration = timedelta(minutes=2)
     #: how long an acknowledge link in a notification stays valid

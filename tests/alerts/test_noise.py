@@ -252,3 +252,24 @@ def test_weekly_digest_for_one_contact(db: Database, tmp_path: Path, sink: Webho
     eng.step()
     assert len(sink.to("owner")) == 1
     assert "weekly on mon at 09:00" in sink.to("owner")[0]["body"]["message"]
+
+
+def test_deferrals_only_become_a_message_when_they_keep_happening(
+    db: Database, tmp_path: Path, sink: WebhookSink, clock: ManualClock
+) -> None:
+    cfg = gym_config(tmp_path, sink, deferrals_before_warning=3)
+    eng = Engine(cfg, db, clock=clock)
+
+    def deferred() -> None:
+        with db.session() as s:
+            record_event(s, "delivery_failed", account="gym", mailbox=BOX, at=clock.now(),
+                         data={"mailbox": BOX, "reason": "network", "permanent": False,
+                               "status": "4.4.1", "evidence": "status=deferred (timeout)"})
+
+    deferred()
+    deferred()
+    eng.step()
+    assert sink.requests == []
+    deferred()
+    eng.step()
+    assert len(sink.to("owner")) == 1 and "[WAARSCHUWING]" in sink.titles("owner")[0]

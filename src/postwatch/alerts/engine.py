@@ -235,6 +235,7 @@ class Engine:
                 last_event=ev.id,
                 data=dict(sig.data),
             )
+            self._by_count(alert)
             s.add(alert)
             s.flush()
             record_event(
@@ -251,13 +252,24 @@ class Engine:
         alert.last_seen_at = max(alert.last_seen_at, ev.at)
         alert.last_event = ev.id
         alert.data = {**alert.data, **sig.data}
-        if rules.RANK[sig.severity] > rules.RANK[alert.severity]:
-            alert.severity = sig.severity
+        severity = sig.severity
+        if rules.RANK[severity] > rules.RANK[alert.severity]:
+            alert.severity = severity
             alert.announced = False  # worse than before: tell again
             if alert.state == "acknowledged":
                 alert.state = "firing"
                 alert.acked_at = None
                 alert.acked_by = None
+        if self._by_count(alert):
+            alert.announced = False
+
+    def _by_count(self, alert: Alert) -> bool:
+        """Temporary delivery failures: low until they keep happening, then a warning."""
+        limit = self.config.alerts.deferrals_before_warning
+        if alert.rule == "delivery" and alert.severity == "low" and alert.count >= limit:
+            alert.severity = "warning"
+            return True
+        return False
 
     def _reopen(self, s: Session, key: str, ev: Event) -> Alert | None:
         """An alert that resolved moments ago and whose resolution has not been sent yet is

@@ -101,7 +101,9 @@ def _delivery_problem(config: Config, ev: EventView, mailbox: str | None) -> lis
     if ev.data.get("reason") == "mailbox_full":
         return [Signal("fire", acc, "mailbox", mailbox, ("mailbox_full",), "critical", facts)]
     permanent = bool(ev.data.get("permanent"))
-    sev = "critical" if permanent else "warning"
+    # a temporary failure (deferred) is worth a message only when it keeps happening: it
+    # starts low and becomes a warning after alerts.deferrals_before_warning (engine)
+    sev = "critical" if permanent else "low"
     return [Signal("fire", acc, "mailbox", mailbox, ("delivery",), sev, facts)]
 
 
