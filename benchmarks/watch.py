@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import multiprocessing as mp
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -157,6 +158,8 @@ def latency(args: argparse.Namespace) -> dict[str, Any]:
     written, n, elapsed = asyncio.run(main())
     proc.join()
     service_mod.save_progress = original  # type: ignore[assignment]
+    db.dispose()
+    shutil.rmtree(tmp, ignore_errors=True)
     lat = sorted((stored[q] - t) * 1000 for q, t in written.items() if q in stored)
     first_q = f"{0xF0000000:X}"
     q = statistics.quantiles(lat, n=100) if len(lat) >= 2 else [float("nan")] * 99
@@ -225,6 +228,8 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
         return took
 
     took = asyncio.run(main())
+    db.dispose()
+    shutil.rmtree(tmp, ignore_errors=True)
     return {
         "lines": proc.lines,
         "bytes": size,

@@ -18,6 +18,8 @@ and ``.ci/run`` use the same code.
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
 import importlib.machinery
 import importlib.util
 import json
@@ -308,6 +310,17 @@ def start_mailstack(
     return MailStack(directory, state)
 
 
+_running: list[MailStack] = []
+
+
+@atexit.register
+def _stop_leftovers() -> None:
+    """Stop stacks a crashed session left running (daemons outlive the test process)."""
+    for stack in _running:
+        with contextlib.suppress(Exception):
+            stack.stop()
+
+
 @pytest.fixture(scope="session")
 def mailstack_factory() -> Iterator[Callable[..., MailStack]]:
     """Start extra stacks with :func:`start_mailstack`'s arguments; all stop at session end."""
@@ -318,11 +331,13 @@ def mailstack_factory() -> Iterator[Callable[..., MailStack]]:
         own_dir = "directory" not in kwargs
         stack = start_mailstack(**kwargs)
         started.append((stack, own_dir))
+        _running.append(stack)
         return stack
 
     yield make
     for stack, own_dir in started:
         stack.stop()
+        _running.remove(stack)
         if own_dir:
             shutil.rmtree(stack.directory, ignore_errors=True)
 

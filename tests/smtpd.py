@@ -65,6 +65,7 @@ class Received:
     data: bytes
     message: EmailMessage
     peer: Any = None
+    helo: str | None = None  # the name the client gave in EHLO/HELO
 
     @property
     def message_id(self) -> str:
@@ -143,6 +144,7 @@ class _Handler:
             data=data,
             message=msg,
             peer=session.peer,
+            helo=session.host_name,
         )
         with self.sink._lock:
             self.sink.messages.append(rec)

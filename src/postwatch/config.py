@@ -195,6 +195,8 @@ class QuotaSourceConfig(SecretSource):
     path: Path | None = None
     doveadm_config: Path | None = None
     doveadm_url: str | None = None
+    #: PEM bundle to verify the IMAP / doveadm HTTPS server with (docs/config/capacity.md)
+    ca_file: Path | None = None
 
     @model_validator(mode="after")
     def _check(self) -> QuotaSourceConfig:
@@ -306,6 +308,31 @@ class SyslogConfig(Model):
     protocols: list[Literal["udp", "tcp"]] = Field(
         default_factory=lambda: ["udp", "tcp"]  # type: ignore[arg-type]
     )
+
+
+class BounceMailboxConfig(SecretSource):
+    """One mailbox that receives bounces, watched over IMAP IDLE."""
+
+    account: str | None = None
+    host: str
+    port: int = Field(default=993, ge=1, le=65535)
+    tls: Literal["tls", "starttls", "none"] = "tls"
+    user: str
+    password: SecretStr | None = None
+    password_env: str | None = None
+    password_file: Path | None = None
+    folder: str = "INBOX"
+    idle_timeout: float = Field(default=60.0, gt=0, description="re-issue IDLE this often (s)")
+    batch: int = Field(default=100, ge=1, description="messages fetched per round")
+
+    @model_validator(mode="after")
+    def _secret(self) -> BounceMailboxConfig:
+        self.password = self._resolve("password")
+        return self
+
+    @property
+    def label(self) -> str:
+        return f"imap://{self.user}@{self.host}:{self.port}/{self.folder}"
 
 
 class CapacityConfig(SecretSource):
@@ -435,6 +462,7 @@ class Config(Model):
     accounts: list[AccountConfig] = Field(default_factory=list)
     maillogs: list[MaillogConfig] = Field(default_factory=list)
     syslog: SyslogConfig | None = None
+    bounce_mailboxes: list[BounceMailboxConfig] = Field(default_factory=list)
     capacity: CapacityConfig = Field(default_factory=CapacityConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
 

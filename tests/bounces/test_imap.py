@@ -91,8 +91,31 @@ async def test_wrong_password_retries_without_crashing(
     svc = BounceMailboxService(make_config(tmp_path), sqlite_db, box)
     stop = asyncio.Event()
     task = asyncio.create_task(svc.run(stop))
-    await asyncio.sleep(1.5)
+    await asyncio.sleep(3.5)
     assert not task.done() and not svc.ready.is_set()
     stop.set()
     await task
     assert "wrong" not in repr(box) and "wrong" not in str(box.model_dump())
+    with sqlite_db.session(readonly=True) as s:
+        evs = fetch_events(s, kinds=["bounce_source_failed"])
+    assert len(evs) == 1  # once per outage, not per retry
+    assert "AUTHENTICATIONFAILED" in evs[0].data["error"] or "auth" in evs[0].data["error"].lower()
+    assert "wrong" not in str(evs[0].data)
+
+
+def test_bounce_mailboxes_from_config(tmp_path: Path) -> None:
+    """``[[bounce_mailboxes]]`` is part of the validated config; its password stays secret."""
+    from postwatch.bounces.imap import bounce_mailboxes
+
+    cfg = make_config(
+        tmp_path,
+        bounce_mailboxes=[
+            {"host": "127.0.0.1", "user": "a@x.example", "tls": "none"},
+            {"host": "imap.example.net", "user": "b@x.example", "password": "s3cret"},
+        ],
+    )
+    boxes = bounce_mailboxes(cfg)
+    assert [b.user for b in boxes] == ["a@x.example", "b@x.example"]
+    assert boxes[1].password is not None and boxes[1].password.get_secret_value() == "s3cret"
+    assert "s3cret" not in repr(boxes[1])
+    assert bounce_mailboxes(make_config(tmp_path)) == []

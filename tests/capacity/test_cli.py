@@ -203,11 +203,11 @@ def test_hook_writes_to_the_store_when_no_service_runs(db: Database, tmp_path: P
         "hook", "quota-warning", "-c", str(cfg), "--user", "info@gym.example", "--percent", "95"
     )
     assert res.exit_code == 0
-    assert "the postwatch store: quota_warning" in res.stderr
+    assert "the postwatch store: quota_warning" in res.stdout and res.stderr == ""
     again = cli(
         "hook", "quota-warning", "-c", str(cfg), "--user", "info@gym.example", "--percent", "95"
     )
-    assert "no new event" in again.stderr
+    assert "no new event" in again.stdout
     with db.session(readonly=True) as s:
         evs = fetch_events(s, kinds=["quota_warning"])
     assert len(evs) == 1 and evs[0].account == "gym" and evs[0].data["via"] == "dovecot_hook"
@@ -266,7 +266,7 @@ async def test_hook_posts_to_the_running_service(db: Database, tmp_path: Path) -
             "80",
         )
     assert res.exit_code == 0
-    assert "postwatch: quota-warning info@gym.example 80%: postwatch: quota_warning" in res.stderr
+    assert "postwatch: quota-warning info@gym.example 80%: postwatch: quota_warning" in res.stdout
     with db.session(readonly=True) as s:
         evs = fetch_events(s, kinds=["quota_warning"])
     assert len(evs) == 1 and evs[0].data["level"] == 80

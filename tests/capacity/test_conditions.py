@@ -149,3 +149,33 @@ def test_source_failure_is_one_event_until_it_recovers(db: Database) -> None:
         evs = fetch_events(s, kinds=["quota_source_failed"])
     assert [e.data["error"] for e in evs] == ["refused", "timed out"]
     assert evs[0].data["mailbox"] == "info@gym.example" and evs[0].data["source"] == "imap"
+
+
+def test_many_mailboxes_in_short_batches(db: Database, tmp_path: Path) -> None:
+    from postwatch.capacity.core import WRITE_BATCH, store_quota_readings
+    from postwatch.capacity.sources import QuotaReading
+    from postwatch.store.models_capacity import CapacityReading, CapacityState
+
+    cfg = capacity_config(tmp_path)
+    n = WRITE_BATCH * 2 + 50
+    readings = [
+        QuotaReading(
+            "gym",
+            f"u{i:04d}@gym.example",
+            "doveadm",
+            used_bytes=(85 if i % 3 else 10) * 1024,
+            limit_bytes=100 * 1024,
+        )
+        for i in range(n)
+    ]
+    readings[7] = QuotaReading("gym", "u0007@gym.example", "doveadm", error="user unknown")
+    for _ in range(2):
+        store_quota_readings(cfg, db, readings)
+    with db.session(readonly=True) as s:
+        warn = fetch_events(s, kinds=["quota_warning"], limit=None)
+        failed = fetch_events(s, kinds=["quota_source_failed"])
+        assert s.query(CapacityReading).count() == 2 * n
+        assert s.query(CapacityState).count() == n
+    assert len(warn) == sum(1 for i in range(n) if i % 3 and i != 7)
+    assert len({e.mailbox for e in warn}) == len(warn)
+    assert [e.mailbox for e in failed] == ["u0007@gym.example"]

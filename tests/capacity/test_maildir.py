@@ -76,3 +76,11 @@ def test_missing_maildir_is_an_error_not_zero(tmp_path: Path) -> None:
     r = MaildirSource().read_one(target(tmp_path / "nope"))
     assert not r.ok and r.used_bytes is None and r.percent is None
     assert r.error and "no such Maildir" in r.error
+
+
+def test_stale_maildirsize_keeps_its_limit_but_sums_the_maildir(tmp_path: Path) -> None:
+    box = tmp_path / "info"
+    expected = make_maildir(box, {"": [700, 800]})
+    (box / "maildirsize").write_text("300000S\n" + "10 1\n" * 2000)  # too long: recalculate
+    r = MaildirSource().read_one(target(box))
+    assert r.ok and r.used_bytes == expected and r.limit_bytes == 300000

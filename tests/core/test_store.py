@@ -54,3 +54,22 @@ def test_submission_and_outbox_commit_together(db: Database, config: Config) -> 
 def test_migrate_is_idempotent(db: Database) -> None:
     db.migrate()
     db.migrate()
+
+
+def test_concurrent_migrations_on_a_fresh_database(db_url: str) -> None:
+    """Several postwatch processes starting together must not race on the schema."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def go(_: int) -> None:
+        d = Database(db_url)
+        try:
+            d.migrate()
+        finally:
+            d.dispose()
+
+    with ThreadPoolExecutor(4) as ex:
+        list(ex.map(go, range(4)))
+    d = Database(db_url)
+    with d.session(readonly=True) as s:
+        assert fetch_events(s) == []
+    d.dispose()

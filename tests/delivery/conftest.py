@@ -25,9 +25,10 @@ def smtp_sink() -> Iterator[SmtpSink]:
         yield sink
 
 
-def delivery_config(tmp_path: Path, sink: SmtpSink, db: Database | None = None,
+def delivery_config(tmp_path: Path, sink: SmtpSink | int, db: Database | None = None,
                     **delivery: Any) -> Config:
-    """The gym config, sending to ``sink``, with short delays (tests never wait for them)."""
+    """The gym config, sending to ``sink`` (or a port), with short delays (tests never wait
+    for them)."""
     d: dict[str, Any] = {
         "workers": 2,
         "poll_interval": "0.2s",
@@ -40,7 +41,9 @@ def delivery_config(tmp_path: Path, sink: SmtpSink, db: Database | None = None,
     }
     d.update(delivery)
     smtp: dict[str, Any] = {
-        "host": "127.0.0.1", "port": sink.port, "sender": "postwatch@hoster.example",
+        "host": "127.0.0.1",
+        "port": sink if isinstance(sink, int) else sink.port,
+        "sender": "postwatch@hoster.example",
         "timeout": "1s",
     }
     overrides: dict[str, Any] = {"smtp": smtp, "delivery": d}

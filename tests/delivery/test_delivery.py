@@ -85,6 +85,14 @@ def test_happy_path_message_on_the_wire(db: Database, dconfig: Config, smtp_sink
     assert ev["message_id"] == job.message_id and str(ev["reply"]).startswith("250")
 
 
+def test_helo_name(tmp_path: Path, db: Database, smtp_sink: SmtpSink) -> None:
+    cfg = delivery_config(tmp_path, smtp_sink, db)
+    cfg.smtp.helo = "forms.hoster.example"
+    submit(db, cfg)
+    drain(DeliveryWorker(cfg, db))
+    assert [m.helo for m in smtp_sink.messages] == ["forms.hoster.example"]
+
+
 def test_attachments(db: Database, dconfig: Config, smtp_sink: SmtpSink) -> None:
     files = [
         UploadedFile("cv", "../../etc/Curriculum vitæ.pdf", "application/pdf", b"%PDF-1.4 x"),
@@ -278,9 +286,7 @@ def test_connection_refused_is_temporary(tmp_path: Path, db: Database) -> None:
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-        sink = SmtpSink.__new__(SmtpSink)  # only for delivery_config's port
-        sink.controller = type("C", (), {"port": port})()  # type: ignore[assignment]
-        cfg = delivery_config(tmp_path, sink, db)
+        cfg = delivery_config(tmp_path, port, db)
         sid = submit(db, cfg)
         drain(DeliveryWorker(cfg, db))
     job = jobs(db, sid)[INFO]
@@ -350,6 +356,10 @@ def test_claim_is_exclusive_and_leases_expire(db: Database, dconfig: Config) -> 
     # the late result of worker-a is fenced out; worker-b's counts
     assert record(db, dconfig, "worker-a", a, ok).result == "lost"
     assert record(db, dconfig, "worker-b", b, ok).result == "delivered"
+    late, counted = events(db, "delivery_attempt")
+    assert late["late"] is True and late["worker"] == "worker-a"  # audit trail: both sends
+    assert counted["worker"] == "worker-b" and counted["attempt"] == 1
+    assert jobs(db)[next(iter(jobs(db)))].attempts == 1
 
 
 def test_release_gives_claims_back(db: Database, dconfig: Config, smtp_sink: SmtpSink) -> None:

@@ -9,9 +9,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import func, select
+
 from postwatch.config import Config
 from postwatch.store import Database
 from postwatch.store.events import fetch_events
+from postwatch.store.models_watch import FollowedFile
 from postwatch.watch.service import MaillogService, SyslogService, build_services, load_position
 from tests.conftest import make_config
 from tests.watch import lines as L
@@ -165,7 +168,12 @@ async def test_watch_status_cli(tmp_path: Path) -> None:
     svc = MaillogService(cfg, db, cfg.maillogs[0])
     stop, task = await run_service(svc)
     append(log, L.noise(30))
-    await asyncio.sleep(0.3)
+
+    def caught_up() -> bool:
+        pos = load_position(db, str(log))
+        return pos is not None and pos.offset == log.stat().st_size
+
+    await wait_for(caught_up)  # stored while running, once the follower is idle
     stop.set()
     await task
     res = CliRunner().invoke(app, ["watch-status", "--config", str(cfg_path), "--json"])
@@ -175,3 +183,28 @@ async def test_watch_status_cli(tmp_path: Path) -> None:
     row = json.loads(res.output)
     assert row["offset"] == log.stat().st_size and row["behind_bytes"] == 0
     assert row["lines"] == 30
+
+
+async def test_postwatch_worker_runs_the_watch(tmp_path: Path, sqlite_db: Database) -> None:
+    """The composition root (``postwatch serve`` / ``worker``) finds and runs the watch."""
+    from postwatch.app import run
+
+    log = tmp_path / "mail.log"
+    log.write_text("")
+    cfg = watch_config(tmp_path, log)
+    stop = asyncio.Event()
+    task = asyncio.create_task(run(cfg, sqlite_db, http=False, stop=stop))
+
+    def following() -> bool:
+        # a file present at the very first start is read from its end: wait until the watch
+        # has taken its position (other services may take a while to start), nudging it with
+        # lines that make no event
+        append(log, "Nov 29 00:00:00 host other[1]: nothing to see")
+        with sqlite_db.session(readonly=True) as s:
+            return s.scalar(select(func.count()).select_from(FollowedFile)) == 1
+
+    await wait_for(following)
+    append(log, L.bounced_full(L.qid()))
+    await wait_for(lambda: len(events(sqlite_db, "mailbox_full")) == 1)
+    stop.set()
+    await task

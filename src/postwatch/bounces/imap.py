@@ -29,14 +29,12 @@ import contextlib
 import logging
 import ssl
 import threading
+import time
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, Literal
-
-from pydantic import Field, SecretStr, model_validator
+from typing import Any
 
 from postwatch.bounces.parse import BounceReport, MessageKind, analyse, parse_bytes
-from postwatch.config import Config, SecretSource
+from postwatch.config import BounceMailboxConfig, Config
 from postwatch.store import Database
 from postwatch.store.events import record_event
 from postwatch.watch.detect import Observation, store_observations, watched_mailboxes
@@ -44,31 +42,6 @@ from postwatch.watch.detect import Observation, store_observations, watched_mail
 log = logging.getLogger("postwatch.bounces.imap")
 
 KEYWORD = "$PostwatchSeen"
-
-
-class BounceMailboxConfig(SecretSource):
-    """One mailbox that receives bounces, watched over IMAP IDLE."""
-
-    account: str | None = None
-    host: str
-    port: int = Field(default=993, ge=1, le=65535)
-    tls: Literal["tls", "starttls", "none"] = "tls"
-    user: str
-    password: SecretStr | None = None
-    password_env: str | None = None
-    password_file: Path | None = None
-    folder: str = "INBOX"
-    idle_timeout: float = Field(default=60.0, gt=0, description="re-issue IDLE this often (s)")
-    batch: int = Field(default=100, ge=1, description="messages fetched per round")
-
-    @model_validator(mode="after")
-    def _secret(self) -> BounceMailboxConfig:
-        self.password = self._resolve("password")
-        return self
-
-    @property
-    def label(self) -> str:
-        return f"imap://{self.user}@{self.host}:{self.port}/{self.folder}"
 
 
 def report_observations(
@@ -126,6 +99,7 @@ class BounceMailboxService:
         self.handled = 0
         self._stop = threading.Event()
         self.ready = threading.Event()  # set once logged in and IDLE-ing (tests)
+        self._failing = False
 
     # ------------------------------------------------------------------------ the session
     def _connect(self) -> Any:
@@ -185,6 +159,26 @@ class BounceMailboxService:
                     data={"kind": str(report.kind), "subject": subject, "source": source},
                 )
 
+    def _outage(self, exc: Exception | None) -> None:
+        """One ``bounce_source_failed`` event per outage, ``bounce_source_ok`` when it ends."""
+        failing = exc is not None
+        if failing == self._failing:
+            return
+        self._failing = failing
+        data: dict[str, Any] = {"source": f"bounce:{self.box.label}"}
+        if exc is not None:
+            data["error"] = f"{type(exc).__name__}: {exc}"[:500]
+        try:
+            with self.db.session() as s:
+                record_event(
+                    s,
+                    "bounce_source_failed" if failing else "bounce_source_ok",
+                    account=self.box.account,
+                    data=data,
+                )
+        except Exception:  # the store being down is logged by whoever needs it
+            log.exception("%s: cannot record the source state", self.name)
+
     def _loop(self) -> None:
         delay = 1.0
         while not self._stop.is_set():
@@ -192,19 +186,26 @@ class BounceMailboxService:
             try:
                 client = self._connect()
                 delay = 1.0
+                self._outage(None)
                 self.handle_new(client)
                 while not self._stop.is_set():
                     client.idle()
                     self.ready.set()
-                    responses = client.idle_check(timeout=min(self.box.idle_timeout, 1.0))
+                    # wait for a push (EXISTS), the stop flag, or idle_timeout; then look
+                    # (looking also after a timeout: a push may have been missed)
+                    until = time.monotonic() + self.box.idle_timeout
+                    responses: list[Any] = []
+                    while not responses and not self._stop.is_set() and time.monotonic() < until:
+                        responses = client.idle_check(timeout=1.0)
                     client.idle_done()
-                    if responses or not self._stop.is_set():
-                        self.handle_new(client)  # also polls: an IDLE push may be missed
+                    if not self._stop.is_set():
+                        self.handle_new(client)
             except Exception as exc:  # reconnect with backoff; never stop the service
                 self.ready.clear()
                 if self._stop.is_set():
                     break
                 log.warning("%s: %s; reconnecting in %.0fs", self.name, exc, delay)
+                self._outage(exc)
                 self._stop.wait(delay)
                 delay = min(delay * 2, 300.0)
             finally:
@@ -223,9 +224,8 @@ class BounceMailboxService:
 
 
 def bounce_mailboxes(config: Config) -> list[BounceMailboxConfig]:
-    """``[[bounce_mailboxes]]`` of the config (the key the lead adds to Config)."""
-    boxes = getattr(config, "bounce_mailboxes", None) or []
-    return [b if isinstance(b, BounceMailboxConfig) else BounceMailboxConfig(**b) for b in boxes]
+    """``[[bounce_mailboxes]]`` of the config."""
+    return list(config.bounce_mailboxes)
 
 
 def build_bounce_services(config: Config, db: Database) -> list[BounceMailboxService]:

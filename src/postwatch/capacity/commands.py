@@ -201,7 +201,8 @@ def hook_quota_warning(
 
     Posts to the running postwatch (loopback or bearer token); if it is not reachable, writes
     to the store directly. Exits 0 even when both fail (Dovecot must never be held up), with
-    the reason on stderr, which Dovecot puts in its log; --strict exits 1 instead.
+    the reason on stderr, which Dovecot puts in its log as an error; --strict exits 1 instead.
+    Success is printed on stdout (not logged by Dovecot).
     """
     from postwatch.capacity.hook import HookResult, post, store_directly
     from postwatch.config import ConfigError, load_config
@@ -211,7 +212,8 @@ def hook_quota_warning(
         where = "postwatch" if res.via == "http" else "the postwatch store"
         if res.ok:
             kinds = ", ".join(res.events) or "no new event (already said)"
-            typer.echo(f"postwatch: quota-warning {user} {percent:g}%: {where}: {kinds}", err=True)
+            # stdout: Dovecot logs a script's stderr as errors, so success stays off stderr
+            typer.echo(f"postwatch: quota-warning {user} {percent:g}%: {where}: {kinds}")
             raise typer.Exit(0)
         typer.echo(
             f"postwatch: quota-warning {user} {percent:g}%: NOT RECORDED: {res.message}", err=True

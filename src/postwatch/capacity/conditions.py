@@ -101,26 +101,64 @@ def forecast_soon(fc: Forecast | None, horizon: timedelta, now: datetime) -> boo
     return None
 
 
+def state_rows(
+    session: Session, subject: str, names: dict[str, str | None]
+) -> dict[str, CapacityState]:
+    """The state rows of ``names`` ({name: account}), created if missing, locked until the
+    transaction ends.
+
+    Creation is an INSERT .. ON CONFLICT DO NOTHING so that two processes (the service and a
+    Dovecot hook) meeting a new mailbox at the same moment do not collide.
+    """
+    if not names:
+        return {}
+    dialect = session.get_bind().dialect.name
+    now = utcnow()
+    values = [
+        {
+            "subject": subject,
+            "name": n,
+            "account": a,
+            "level": 0,
+            "full": False,
+            "forecast": False,
+            "failing": False,
+            "updated_at": now,
+        }
+        for n, a in names.items()
+    ]
+    ins: Any = None
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        ins = pg_insert(CapacityState).on_conflict_do_nothing()
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        ins = sqlite_insert(CapacityState).on_conflict_do_nothing()
+    if ins is not None:
+        session.execute(ins, values)
+    rows: dict[str, CapacityState] = {}
+    keys = list(names)
+    for i in range(0, len(keys), 500):
+        for row in session.scalars(
+            select(CapacityState)
+            .where(CapacityState.subject == subject, CapacityState.name.in_(keys[i : i + 500]))
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        ):
+            rows[row.name] = row
+    for v in values:  # another dialect: plain inserts
+        if v["name"] not in rows:
+            row = CapacityState(**v)
+            session.add(row)
+            rows[row.name] = row
+    session.flush()
+    return rows
+
+
 def _state_row(session: Session, subject: str, name: str, account: str | None) -> CapacityState:
-    row = session.scalar(
-        select(CapacityState)
-        .where(CapacityState.subject == subject, CapacityState.name == name)
-        .with_for_update()
-    )
-    if row is None:
-        row = CapacityState(
-            subject=subject,
-            name=name,
-            account=account,
-            level=0,
-            full=False,
-            forecast=False,
-            failing=False,
-            updated_at=utcnow(),
-        )
-        session.add(row)
-        session.flush()
-    return row
+    return state_rows(session, subject, {name: account})[name]
 
 
 def apply(
@@ -139,12 +177,11 @@ def apply(
     horizon: timedelta = timedelta(hours=72),
     via: str | None = None,
     now: datetime | None = None,
+    row: CapacityState | None = None,
 ) -> list[Event]:
     """Evaluate one reading (or signal) of a subject and record the events it causes."""
     now = now or utcnow()
-    row = _state_row(session, subject, name, account)
-    if percent is None and not full_signal:
-        percent = None
+    row = row or _state_row(session, subject, name, account)
     res = evaluate(
         State(row.level, row.full, row.forecast),
         percent,
@@ -198,9 +235,10 @@ def source_result(
     source: str,
     error: str | None,
     now: datetime | None = None,
+    row: CapacityState | None = None,
 ) -> Event | None:
     """Record ``quota_source_failed`` once when a source starts failing; re-arm on success."""
-    row = _state_row(session, subject, name, account)
+    row = row or _state_row(session, subject, name, account)
     if error is None:
         row.failing = False
         return None

@@ -22,7 +22,7 @@ from postwatch.capacity.forecast import NO_FORECAST, Forecast, forecast
 from postwatch.capacity.sources import QuotaReading, QuotaTarget, read_quotas, targets_from_config
 from postwatch.capacity.space import SpaceReport, scan
 from postwatch.config import AccountConfig, Config, MailboxConfig, resolve_path
-from postwatch.episodes import open_episode
+from postwatch.episodes import EPISODE_KINDS
 from postwatch.store import Database
 from postwatch.store.models import Event, utcnow
 from postwatch.store.models_capacity import CapacityReading
@@ -76,12 +76,15 @@ class ForecastCache:
         limit: int | None,
         window: timedelta,
         now: datetime,
+        extra: tuple[datetime, int] | None = None,
     ) -> Forecast:
         key = (subject, name)
         hit = self._cache.get(key)
         if hit is not None and now - hit[0] < self.every and hit[1] == limit:
             return hit[2]
         hist = history(session, subject, name, now - window)
+        if extra is not None and (not hist or hist[-1][0] < extra[0]):
+            hist.append(extra)
         fc = forecast(hist, limit) if hist else NO_FORECAST
         self._cache[key] = (now, limit, fc)
         return fc
@@ -104,32 +107,86 @@ def _forecast_for(
 
 
 # ------------------------------------------------------------------------------------ mailboxes
+WRITE_BATCH = 200
+
+
+def open_full_episodes(session: Session, mailboxes: Sequence[str]) -> set[str]:
+    """The mailboxes among ``mailboxes`` with an open ``mailbox_full`` episode (one query per
+    500 mailboxes; the rule is the one of ``postwatch.episodes``)."""
+    last: dict[str, str] = {}
+    names = sorted({m.lower() for m in mailboxes})
+    for i in range(0, len(names), 500):
+        rows = session.execute(
+            select(Event.mailbox, Event.kind)
+            .where(Event.mailbox.in_(names[i : i + 500]), Event.kind.in_(EPISODE_KINDS))
+            .order_by(Event.id)
+        ).all()
+        for mailbox, kind in rows:
+            last[str(mailbox)] = kind
+    return {m for m, k in last.items() if k == "mailbox_full"}
+
+
+@dataclass
+class Prepared:
+    """What evaluating readings needs to read, gathered before the write transaction."""
+
+    forecasts: dict[str, Forecast]
+    full: set[str]
+
+
+def prepare(
+    session: Session,
+    config: Config,
+    readings: Sequence[QuotaReading],
+    cache: ForecastCache | None = None,
+) -> Prepared:
+    forecasts: dict[str, Forecast] = {}
+    window = config.capacity.forecast_window
+    for r in readings:
+        if not r.ok:
+            continue
+        assert r.used_bytes is not None
+        point = (r.read_at, r.used_bytes)
+        if cache is not None:
+            forecasts[r.mailbox] = cache.get(
+                session, "mailbox", r.mailbox, r.limit_bytes, window, r.read_at, extra=point
+            )
+        else:
+            hist = history(session, "mailbox", r.mailbox, r.read_at - window)
+            forecasts[r.mailbox] = forecast([*hist, point], r.limit_bytes)
+    return Prepared(forecasts, open_full_episodes(session, [r.mailbox for r in readings]))
+
+
 def record_quota_readings(
     session: Session,
     config: Config,
     readings: Sequence[QuotaReading],
     *,
     cache: ForecastCache | None = None,
+    prepared: Prepared | None = None,
 ) -> list[Event]:
     """Store readings, then evaluate each mailbox's conditions (in the caller's transaction)."""
     cap = config.capacity
-    for r in readings:
-        session.add(
-            CapacityReading(
-                at=r.read_at,
-                account=r.account,
-                subject="mailbox",
-                name=r.mailbox,
-                source=r.source,
-                used_bytes=r.used_bytes if r.ok else None,
-                limit_bytes=r.limit_bytes if r.ok else None,
-                messages=r.messages if r.ok else None,
-                error=r.error,
-            )
+    if prepared is None:
+        prepared = prepare(session, config, readings, cache)
+    session.add_all(
+        CapacityReading(
+            at=r.read_at,
+            account=r.account,
+            subject="mailbox",
+            name=r.mailbox,
+            source=r.source,
+            used_bytes=r.used_bytes if r.ok else None,
+            limit_bytes=r.limit_bytes if r.ok else None,
+            messages=r.messages if r.ok else None,
+            error=r.error,
         )
-    session.flush()
+        for r in readings
+    )
+    rows = conditions.state_rows(session, "mailbox", {r.mailbox: r.account for r in readings})
     events: list[Event] = []
     for r in readings:
+        row = rows[r.mailbox]
         ev = conditions.source_result(
             session,
             subject="mailbox",
@@ -138,13 +195,13 @@ def record_quota_readings(
             source=r.source,
             error=r.error,
             now=r.read_at,
+            row=row,
         )
         if ev is not None:
-            log.warning("quota source %s failed for %s: %s", r.source, r.mailbox, r.error)
+            log.info("quota source %s failed for %s: %s", r.source, r.mailbox, r.error)
             events.append(ev)
         if not r.ok:
             continue
-        fc = _forecast_for(session, config, "mailbox", r.mailbox, r.limit_bytes, r.read_at, cache)
         events += conditions.apply(
             session,
             subject="mailbox",
@@ -155,13 +212,32 @@ def record_quota_readings(
             limit_bytes=r.limit_bytes,
             levels=cap.levels,
             ok_margin=cap.ok_margin,
-            full_signal=open_episode(session, r.mailbox) is not None,
-            forecast=fc,
+            full_signal=r.mailbox in prepared.full,
+            forecast=prepared.forecasts.get(r.mailbox),
             horizon=cap.forecast_horizon,
             via=r.source,
             now=r.read_at,
+            row=row,
         )
     return events
+
+
+def store_quota_readings(
+    config: Config,
+    db: Database,
+    readings: Sequence[QuotaReading],
+    *,
+    cache: ForecastCache | None = None,
+) -> None:
+    """Store and evaluate readings: the reading (history, episodes) in a read-only transaction,
+    then the writes in short transactions of ``WRITE_BATCH`` mailboxes, so a poll of thousands
+    of mailboxes never holds SQLite's write lock for long (form intake shares it)."""
+    for i in range(0, len(readings), WRITE_BATCH):
+        chunk = readings[i : i + WRITE_BATCH]
+        with db.session(readonly=True) as s:
+            prepared = prepare(s, config, chunk, cache)
+        with db.session() as s:
+            record_quota_readings(s, config, chunk, cache=cache, prepared=prepared)
 
 
 def poll_mailboxes(
@@ -180,8 +256,7 @@ def poll_mailboxes(
         timeout=config.capacity.source_timeout,
         concurrency=config.capacity.imap_concurrency,
     )
-    with db.session() as s:
-        record_quota_readings(s, config, readings, cache=cache)
+    store_quota_readings(config, db, readings, cache=cache)
     return readings
 
 

@@ -12,11 +12,11 @@ user ``doveadm``).
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import shutil
 import subprocess
-import urllib.error
-import urllib.request
+import urllib.parse
 from collections.abc import Sequence
 from typing import Any
 
@@ -151,32 +151,51 @@ class DoveadmSource:
         return [r for r in rows if isinstance(r, dict)]
 
     def _http(self, url: str, target: QuotaTarget, user: str | None) -> list[dict[str, Any]]:
+        """POST to ``URL/doveadm/v1``. http.client, not urllib: urllib always sends
+        ``Connection: close``, and Dovecot 2.3 then never answers a refused password (401)."""
         params: dict[str, Any] = {"allUsers": True} if user is None else {"user": user}
         body = json.dumps([["quotaGet", params, "pw"]]).encode()
-        req = urllib.request.Request(
-            url.rstrip("/") + "/doveadm/v1",
-            data=body,
-            method="POST",
-            headers={"Content-Type": "application/json", "Accept": "application/json"},
-        )
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise DoveadmError("doveadm_url must be http://HOST:PORT or https://HOST:PORT")
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if target.cfg.password is not None:
             token = base64.b64encode(
                 b"doveadm:" + target.cfg.password.get_secret_value().encode()
             ).decode()
-            req.add_header("Authorization", f"Basic {token}")
+            headers["Authorization"] = f"Basic {token}"
+        if parts.scheme == "https":
+            import ssl
+
+            try:
+                ctx = ssl.create_default_context(
+                    cafile=str(target.cfg.ca_file) if target.cfg.ca_file else None
+                )
+            except (OSError, ssl.SSLError) as exc:
+                raise DoveadmError(f"ca_file {target.cfg.ca_file}: {exc}") from None
+            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                parts.hostname, parts.port, timeout=self.timeout, context=ctx
+            )
+        else:
+            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=self.timeout)
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                payload = json.loads(resp.read() or b"[]")
-        except urllib.error.HTTPError as exc:
-            if exc.code in (401, 403):
-                raise DoveadmError(f"HTTP {exc.code}: doveadm password refused") from None
-            raise DoveadmError(f"HTTP {exc.code} {exc.reason}") from None
-        except urllib.error.URLError as exc:
-            reason = exc.reason
-            text = getattr(reason, "strerror", None) or str(reason)
-            raise DoveadmError(f"cannot connect: {text}") from None
+            conn.request("POST", parts.path.rstrip("/") + "/doveadm/v1", body=body, headers=headers)
+            resp = conn.getresponse()
+            raw = resp.read()
         except TimeoutError:
             raise DoveadmError(f"timed out after {self.timeout:.0f}s") from None
+        except OSError as exc:
+            raise DoveadmError(f"cannot connect: {exc.strerror or exc}") from None
+        except http.client.HTTPException as exc:
+            raise DoveadmError(f"bad HTTP answer: {type(exc).__name__}") from None
+        finally:
+            conn.close()
+        if resp.status in (401, 403):
+            raise DoveadmError(f"HTTP {resp.status}: doveadm password refused")
+        if resp.status != 200:
+            raise DoveadmError(f"HTTP {resp.status} {resp.reason}")
+        try:
+            payload = json.loads(raw or b"[]")
         except ValueError:
             raise DoveadmError("the doveadm HTTP API answered something that is not JSON") from None
         for item in payload if isinstance(payload, list) else []:

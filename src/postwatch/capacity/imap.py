@@ -24,6 +24,8 @@ def _describe(exc: BaseException) -> str:
         return "timed out"
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS: certificate not trusted ({exc.verify_message or exc.reason})"
     if isinstance(exc, ssl.SSLError):
         return f"TLS error: {exc.reason or exc}"
     if isinstance(exc, OSError) and exc.strerror:
@@ -55,19 +57,23 @@ class ImapSource:
         if cfg.password is None:
             return failed(target, KIND, f"{where}: no password configured for {target.user}")
         port = cfg.port or (993 if cfg.tls == "tls" else 143)
+        context = None
+        if cfg.tls != "none":
+            try:
+                context = ssl.create_default_context(
+                    cafile=str(cfg.ca_file) if cfg.ca_file else None
+                )
+            except (OSError, ssl.SSLError) as exc:
+                return failed(target, KIND, f"{where}: ca_file {cfg.ca_file}: {_describe(exc)}")
         try:
             client = IMAPClient(
-                host,
-                port=port,
-                ssl=cfg.tls == "tls",
-                ssl_context=ssl.create_default_context() if cfg.tls != "none" else None,
-                timeout=self.timeout,
+                host, port=port, ssl=cfg.tls == "tls", ssl_context=context, timeout=self.timeout
             )
         except Exception as exc:
             return failed(target, KIND, f"{where}: cannot connect: {_describe(exc)}")
         try:
             if cfg.tls == "starttls":
-                client.starttls(ssl.create_default_context())
+                client.starttls(context)
             client.login(target.user, cfg.password.get_secret_value())
             _roots, quotas = client.get_quota_root("INBOX")
         except IMAPClientError as exc:

@@ -33,20 +33,26 @@ class MaildirSize:
     message_limit: int | None
 
 
-def parse_maildirsize(text: str) -> MaildirSize | None:
-    """Parse a ``maildirsize`` file; None when it must not be trusted (recalculate)."""
-    if len(text.encode()) > MAX_MAILDIRSIZE:
-        return None
-    lines = text.split("\n")
-    if not lines or not text.strip():
-        return None
-    m = _LIMITS_RE.match(lines[0])
+def parse_limits(line: str) -> tuple[int | None, int | None] | None:
+    """The first line of ``maildirsize``: (byte limit, message limit); None if malformed."""
+    m = _LIMITS_RE.match(line)
     if not m:
         return None
     limits: dict[str, int] = {}
     for num, unit in ((m.group(1), m.group(2)), (m.group(3), m.group(4))):
         if num is not None:
             limits[unit] = int(num)
+    return limits.get("S") or None, limits.get("C") or None
+
+
+def parse_maildirsize(text: str) -> MaildirSize | None:
+    """Parse a ``maildirsize`` file; None when it must not be trusted (recalculate)."""
+    if len(text.encode()) > MAX_MAILDIRSIZE or not text.strip():
+        return None
+    lines = text.split("\n")
+    limits = parse_limits(lines[0])
+    if limits is None:
+        return None
     used = count = 0
     for line in lines[1:]:
         if not line.strip():
@@ -61,7 +67,7 @@ def parse_maildirsize(text: str) -> MaildirSize | None:
             return None
     if used < 0 or count < 0:
         return None
-    return MaildirSize(used, count, limits.get("S") or None, limits.get("C") or None)
+    return MaildirSize(used, count, limits[0], limits[1])
 
 
 def maildir_root(path: Path) -> Path:
@@ -113,8 +119,11 @@ class MaildirSource:
         if not root.is_dir():
             return failed(target, KIND, f"{root}: no such Maildir")
         parsed: MaildirSize | None = None
+        limits: tuple[int | None, int | None] | None = None
         try:
-            parsed = parse_maildirsize((root / "maildirsize").read_text(errors="replace"))
+            text = (root / "maildirsize").read_text(errors="replace")
+            parsed = parse_maildirsize(text)
+            limits = parse_limits(text.split("\n", 1)[0])  # kept when the sums are not
         except FileNotFoundError:
             parsed = None
         except OSError as exc:
@@ -133,4 +142,12 @@ class MaildirSource:
             used, count = sum_maildir(root)
         except OSError as exc:
             return failed(target, KIND, f"{root}: {exc.strerror or exc}")
-        return QuotaReading(target.account, target.mailbox, KIND, used_bytes=used, messages=count)
+        return QuotaReading(
+            target.account,
+            target.mailbox,
+            KIND,
+            used_bytes=used,
+            messages=count,
+            limit_bytes=limits[0] if limits else None,
+            message_limit=limits[1] if limits else None,
+        )

@@ -206,6 +206,7 @@ class _Scanner:
         self.errors: list[str] = []
         self.error_count = 0
         self.seen_inodes: set[tuple[int, int]] = set()
+        self.memo: dict[str, dict[str, str]] = {}
 
     def error(self, path: str, exc: OSError) -> None:
         self.error_count += 1
@@ -224,6 +225,7 @@ class _Scanner:
         files = 0
         cats = self.cats
         refine = category in REFINED
+        memo = self.memo.setdefault(category, {})
         fheap = self.files_heap
         n = self.n
         fmin = fheap[0][0] if len(fheap) >= n else -1
@@ -248,7 +250,23 @@ class _Scanner:
                 size = st.st_size
                 files += 1
                 total += size
-                cat = file_category(entry.name, category) if refine else category
+                if refine:
+                    # memo by extension: most files of a folder share one
+                    nm = entry.name
+                    dot = nm.rfind(".")
+                    ext = nm[dot + 1 :] if dot > 0 else ""
+                    cat = memo.get(ext) if ext else None
+                    if cat is None:
+                        cat = file_category(nm, category)
+                        if (
+                            ext
+                            and len(memo) < 4096
+                            and not ext.isdigit()
+                            and ext.lower() not in COMPRESS_EXT
+                        ):
+                            memo[ext] = cat
+                else:
+                    cat = category
                 cats[cat] += size
                 if size > fmin:
                     item = (size, entry.path, cat)

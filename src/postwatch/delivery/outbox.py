@@ -185,6 +185,20 @@ def record(
                 "job %s: lease lost before the result was recorded (now %s by %s); reply was %s",
                 job.id, job.state, job.claimed_by, reply.line,
             )
+            # the job now belongs to another worker; the audit trail still gets this attempt
+            v = reply.verdict
+            record_event(
+                s, "delivery_attempt", account=job.account, mailbox=job.recipient,
+                form=job.form, at=now,
+                data={"submission": job.submission_id, "job": job.id,
+                      "recipient": job.recipient, "role": job.role, "attempt": None,
+                      "result": "delivered" if reply.delivered else "deferred",
+                      "code": reply.code, "status": v.status if v else None,
+                      "reason": v.reason.value if v else None,
+                      "permanent": v.permanent if v else None, "reply": reply.line,
+                      "message_id": job.message_id, "stage": reply.stage, "worker": worker,
+                      "late": True},
+            )
             return Outcome("lost")
         outcome = _apply(s, config, job, reply, now, worker)
         _update_submission_status(s, job.submission_id)
@@ -382,3 +396,44 @@ def _update_submission_status(s: Session, submission_id: str) -> None:
     else:
         status = "stored"
     sub.status = status
+
+
+# --------------------------------------------------------------------------- operator actions
+
+
+def queue(
+    session: Session, *, include_done: bool = False, recipient: str | None = None,
+    limit: int = 1000,
+) -> list[DeliveryJob]:
+    """Jobs not yet delivered or failed (all with ``include_done``), the next due first."""
+    q = select(DeliveryJob)
+    if not include_done:
+        q = q.where(DeliveryJob.state.not_in(FINAL_STATES))
+    if recipient:
+        q = q.where(DeliveryJob.recipient == recipient.lower())
+    q = q.order_by(DeliveryJob.next_attempt_at, DeliveryJob.id).limit(limit)
+    return list(session.scalars(q))
+
+
+def retry_now(
+    db: Database, *, recipient: str | None = None, submission: str | None = None,
+    account: str | None = None, form: str | None = None,
+) -> int:
+    """Make waiting (pending or held) jobs due at once, e.g. after a full mailbox was emptied.
+    Holds and deadlines are kept; jobs being sent, delivered or failed are not touched."""
+    now = utcnow()
+    q = update(DeliveryJob).where(DeliveryJob.state.in_(("pending", "held")))
+    if recipient:
+        q = q.where(DeliveryJob.recipient == recipient.lower())
+    if submission:
+        q = q.where(DeliveryJob.submission_id == submission)
+    if account:
+        q = q.where(DeliveryJob.account == account)
+    if form:
+        q = q.where(DeliveryJob.form == form)
+    with db.session() as s:
+        res = s.execute(
+            q.values(next_attempt_at=now, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        return int(getattr(res, "rowcount", 0) or 0)

@@ -132,3 +132,46 @@ def send(cfg: SmtpConfig, msg: EmailMessage, sender: str, recipient: str) -> Rep
             except (smtplib.SMTPException, OSError):
                 pass
             smtp.close()
+
+
+def probe(cfg: SmtpConfig) -> Reply:
+    """Connect, EHLO, STARTTLS/TLS and AUTH as configured, then QUIT: nothing is sent.
+    ``delivered`` is True when every step worked."""
+    timeout = cfg.timeout.total_seconds()
+    stage = "connect"
+    smtp: smtplib.SMTP | None = None
+    try:
+        if cfg.security == "tls":
+            smtp = smtplib.SMTP_SSL(
+                cfg.host, cfg.port, local_hostname=cfg.helo, timeout=timeout,
+                context=tls_context(cfg),
+            )
+        else:
+            smtp = smtplib.SMTP(cfg.host, cfg.port, local_hostname=cfg.helo, timeout=timeout)
+        code, raw = smtp.ehlo()
+        if cfg.security == "starttls":
+            stage = "tls"
+            code, raw = smtp.starttls(context=tls_context(cfg))
+            if code != 220:
+                return _answer(code, raw, stage)
+            code, raw = smtp.ehlo()
+        if cfg.username:
+            stage = "auth"
+            password = cfg.password.get_secret_value() if cfg.password else ""
+            code, raw = smtp.login(cfg.username, password)
+        return Reply(True, code, _decode(raw), None, "done")
+    except smtplib.SMTPResponseException as exc:
+        return _answer(exc.smtp_code, exc.smtp_error, stage)
+    except TimeoutError:
+        return _network(f"timeout after {timeout:g}s during {stage}", stage)
+    except ssl.SSLError as exc:
+        return _network(f"TLS error during {stage}: {exc.reason or exc}", stage)
+    except (OSError, smtplib.SMTPException) as exc:
+        return _network(f"{type(exc).__name__} during {stage}: {exc}", stage)
+    finally:
+        if smtp is not None:
+            try:
+                smtp.quit()
+            except (smtplib.SMTPException, OSError):
+                pass
+            smtp.close()

@@ -84,6 +84,10 @@ class Database:
         loc = importlib.resources.files("postwatch.store") / "migrations"
         cfg.set_main_option("script_location", str(loc))
         with self.engine.begin() as conn:
+            if self.dialect == "postgresql":
+                # several processes starting at once on a fresh database: one migrates, the
+                # others wait and then find nothing to do
+                conn.execute(text("SELECT pg_advisory_xact_lock(7452019)"))
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "heads")
 

@@ -26,7 +26,7 @@ from postwatch.watch.detect import (
     store_observations,
     watched_mailboxes,
 )
-from postwatch.watch.follow import Follower, Position, follow
+from postwatch.watch.follow import Follower, Position
 from postwatch.watch.syslog import SyslogListener, SyslogMessage
 
 log = logging.getLogger("postwatch.watch")
@@ -35,8 +35,17 @@ log = logging.getLogger("postwatch.watch")
 POSITION_SAVE_EVERY = 1.0
 
 
-def _tz(name: str | None) -> tzinfo | None:
-    return ZoneInfo(name) if name else None
+def local_tz() -> tzinfo:
+    """The machine's zone (with its DST rules), for syslog timestamps without an offset."""
+    try:
+        with open("/etc/localtime", "rb") as fh:
+            return ZoneInfo.from_file(fh, key="localtime")
+    except (OSError, ValueError):
+        return datetime.now().astimezone().tzinfo or UTC
+
+
+def _tz(name: str | None) -> tzinfo:
+    return ZoneInfo(name) if name else local_tz()
 
 
 def load_position(db: Database, key: str) -> Position | None:
@@ -109,7 +118,17 @@ class MaillogService:
         pending: Position | None = None
         last_save = time.monotonic()
         try:
-            async for chunk in follow(follower, stop, interval=self.poll_interval):
+            while not stop.is_set():
+                chunk = follower.poll()
+                if chunk is None:
+                    # idle (caught up): store a position held back, then wait
+                    if pending is not None and time.monotonic() - last_save >= 0.2:
+                        await self._save(pending, [])
+                        pending = None
+                        last_save = time.monotonic()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), timeout=self.poll_interval)
+                    continue
                 observations = processor.feed(chunk.lines)
                 if "rotated" in chunk.events or "truncated" in chunk.events:
                     log.info("%s: %s", self.path, ", ".join(chunk.events))
@@ -120,6 +139,7 @@ class MaillogService:
                     last_save = now
                 else:
                     pending = chunk.position
+                    await asyncio.sleep(0)  # let other services run between chunks
         finally:
             follower.close()
             if pending is not None:
@@ -160,7 +180,10 @@ class SyslogService:
         self.db = db
         self.watched = watched_mailboxes(config)
         self.listener = SyslogListener(
-            config.syslog.listen, self._on_message, protocols=list(config.syslog.protocols)
+            config.syslog.listen,
+            self._on_message,
+            protocols=list(config.syslog.protocols),
+            tz=local_tz(),
         )
         self._processors: dict[str, LineProcessor] = {}
         self._queue: asyncio.Queue[list[Observation]] = asyncio.Queue()

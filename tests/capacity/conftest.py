@@ -1,0 +1,1 @@
+from tests.mailstack import mailstack, mailstack_factory  # noqa: F401
