@@ -300,3 +300,21 @@ def test_cli_channels_test_sends_and_shows_status(db: Database, tmp_path: Path,
     assert "1. " + sink.url("owner") + "  ok" in out.output
     assert "2. " + sink.url("down") + "  FAILING (1x" in out.output
     assert out.exit_code == 1
+
+
+async def test_ack_page_escapes_what_it_shows(db: Database, tmp_path: Path,
+                                              sink: WebhookSink) -> None:
+    from postwatch.store.events import record_event
+
+    clock = ManualClock(datetime.now(UTC))
+    cfg = gym_config(tmp_path, sink)
+    eng = Engine(cfg, db, clock=clock)
+    evil = "/var/www/<script>alert(1)</script>"
+    with db.session() as s:
+        record_event(s, "quota_full", account="gym", at=clock.now(),
+                     data={"subject": "site", "name": evil, "level": 100, "percent": 100.0})
+    eng.step()
+    token = link_token(sink.to("webmaster")[0]["body"]["message"])
+    page = await client_for(eng, db).get(f"/alerts/ack/{token}")
+    assert page.status_code == 200
+    assert "<script>" not in page.text and "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text
