@@ -451,3 +451,29 @@ def test_a_bad_event_is_passed_over_not_a_stop(
     assert "could not be handled" in caplog.text
     with db.session(readonly=True) as s:
         assert [a.rule for a in s.scalars(select(Alert))] == ["mailbox_full"]
+
+
+def test_a_hanging_channel_holds_back_only_its_own_contact(
+    db: Database, tmp_path: Path, sink: WebhookSink, clock: ManualClock
+) -> None:
+    import threading
+
+    sink.hang_paths.add("/owner")
+    cfg = gym_config(tmp_path, sink, responsibilities={"mailbox": ["owner", "webmaster"]})
+    eng = Engine(cfg, db, clock=clock)
+    burst(db, clock, 1)
+    step = threading.Thread(target=eng.step)
+    step.start()
+    try:
+        assert sink.arrived.wait(10)
+        for _ in range(200):  # the webmaster's message arrives while the owner's hangs
+            if sink.to("webmaster"):
+                break
+            threading.Event().wait(0.05)
+        assert len(sink.to("webmaster")) == 1 and step.is_alive()
+    finally:
+        sink.release.set()
+        step.join(30)
+    assert len(sink.to("owner")) == 1
+    with db.session(readonly=True) as s:
+        assert {n.state for n in s.scalars(select(AlertNotification))} == {"sent"}
