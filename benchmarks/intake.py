@@ -32,7 +32,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
-PG_ADMIN = os.environ.get("POSTWATCH_BENCH_PG", "host=127.0.0.1 port=5432 user=postgres dbname=test")
+PG_ADMIN = os.environ.get(
+    "POSTWATCH_BENCH_PG", "host=127.0.0.1 port=5432 user=postgres dbname=test"
+)
 
 
 def free_port() -> int:
@@ -44,30 +46,35 @@ def free_port() -> int:
 # --------------------------------------------------------------------------- raw SQLite
 
 
-def raw_sqlite_rate(folder: Path, seconds: float, max_rows: int) -> float:
-    """Single-row INSERT + COMMIT, WAL, synchronous=FULL: the fsync'd commit rate of this disk."""
+def raw_sqlite_rate(folder: Path, seconds: float, max_rows: int) -> tuple[float, float, float]:
+    """Single-row INSERT + COMMIT, WAL, synchronous=FULL: the fsync'd commit rate of this disk.
+
+    Returns (commits/s, p50 ms, p99 ms) of one writer committing one row at a time.
+    """
     path = folder / "raw.db"
     con = sqlite3.connect(path, isolation_level=None)
     con.execute("PRAGMA journal_mode=WAL")
     con.execute("PRAGMA synchronous=FULL")
     con.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, at TEXT, data TEXT)")
     payload = json.dumps({"name": "Anna", "email": "anna@example.org", "msg": "x" * 200})
-    n = 0
+    times: list[float] = []
     start = time.perf_counter()
-    while n < max_rows and time.perf_counter() - start < seconds:
+    while len(times) < max_rows and time.perf_counter() - start < seconds:
+        t0 = time.perf_counter()
         con.execute("BEGIN IMMEDIATE")
         con.execute("INSERT INTO t (at, data) VALUES (datetime('now'), ?)", (payload,))
         con.execute("COMMIT")
-        n += 1
+        times.append(time.perf_counter() - t0)
     elapsed = time.perf_counter() - start
     con.close()
-    return n / elapsed
+    q = statistics.quantiles(times, n=100)
+    return len(times) / elapsed, q[49] * 1000, q[98] * 1000
 
 
 # --------------------------------------------------------------------------- the server
 
 
-def write_config(folder: Path, db_url: str, port: int) -> Path:
+def write_config(folder: Path, db_url: str, port: int, smtp_port: int) -> Path:
     cfg = folder / "postwatch.toml"
     cfg.write_text(
         f"""[server]
@@ -76,8 +83,9 @@ listen = "127.0.0.1:{port}"
 url = "{db_url}"
 [smtp]
 host = "127.0.0.1"
-port = {free_port()}
+port = {smtp_port}
 sender = "postwatch@hoster.example"
+timeout = "120s"
 [intake]
 rate_limit = 0
 [[accounts]]
@@ -93,16 +101,43 @@ redirect = "https://gym.example/bedankt"
     return cfg
 
 
-def start_server(cfg: Path, port: int, uvloop_server: bool) -> subprocess.Popen[bytes]:
+# --fast-path: what `postwatch serve` would do with postwatch.intake.http.fast_path wired into
+# the composition root (app.py builds the app; this launcher wraps it the same way)
+FAST_PATH_LAUNCHER = """
+import postwatch.app as appmod, postwatch.intake.http as ih
+made = []
+_routes, _create = ih.routes, appmod.create_app
+def routes(config, db):
+    made.append(_routes(config, db))
+    return made[-1]
+def create_app(config, db):
+    return ih.fast_path(_create(config, db), made[-1].intake)
+ih.routes, appmod.create_app = routes, create_app
+from postwatch.cli import main
+main()
+"""
+
+
+def start_server(
+    cfg: Path, port: int, uvloop_server: bool, fast: bool = False
+) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(SRC), env.get("PYTHONPATH", "")])
-    if uvloop_server:
-        launcher = "import uvloop; uvloop.install(); from postwatch.cli import main; main()"
+    prelude = "import uvloop; uvloop.install()\n" if uvloop_server else ""
+    if fast:
+        cmd = [sys.executable, "-c", prelude + FAST_PATH_LAUNCHER, "serve", "--config", str(cfg)]
+    elif uvloop_server:
+        launcher = prelude + "from postwatch.cli import main; main()"
         cmd = [sys.executable, "-c", launcher, "serve", "--config", str(cfg)]
     else:
         cmd = [sys.executable, "-m", "postwatch", "serve", "--config", str(cfg)]
-    proc = subprocess.Popen(cmd, env=env, cwd=cfg.parent, stdout=subprocess.DEVNULL,
-                            stderr=open(cfg.parent / "serve.log", "wb"))  # noqa: SIM115
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        cwd=cfg.parent,
+        stdout=subprocess.DEVNULL,
+        stderr=open(cfg.parent / "serve.log", "wb"),  # noqa: SIM115
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -156,21 +191,32 @@ async def _client(
         writer.close()
 
 
-async def drive(port: int, clients: int, seconds: float, max_requests: int) -> dict[str, float]:
+async def drive(
+    ports: list[int], clients: int, seconds: float, max_requests: int
+) -> dict[str, float]:
+    """``clients`` connections spread round-robin over the servers' ports (the balancer)."""
     # warm up (not counted): imports, connection pools, page cache
     await asyncio.gather(
-        *(_client(port, time.perf_counter() + 1.0, [20], [], [], []) for _ in range(8))
+        *(
+            _client(ports[i % len(ports)], time.perf_counter() + 1.0, [20], [], [], [])
+            for i in range(8)
+        )
     )
     latencies: list[float] = []
     ids: list[str] = []
     failures: list[str] = []
     budget = [max_requests]
+    cpu0 = time.process_time()
     start = time.perf_counter()
     until = start + seconds
     await asyncio.gather(
-        *(_client(port, until, budget, latencies, ids, failures) for _ in range(clients))
+        *(
+            _client(ports[i % len(ports)], until, budget, latencies, ids, failures)
+            for i in range(clients)
+        )
     )
     elapsed = time.perf_counter() - start
+    client_cpu = time.process_time() - cpu0
     latencies.sort()
     q = statistics.quantiles(latencies, n=100)
     return {
@@ -183,6 +229,7 @@ async def drive(port: int, clients: int, seconds: float, max_requests: int) -> d
         "p99_ms": q[98] * 1000,
         "max_ms": latencies[-1] * 1000,
         "seconds": elapsed,
+        "client_cpu": client_cpu / elapsed,
         "ids": ids,  # type: ignore[dict-item]
     }
 
@@ -203,32 +250,78 @@ def count_rows(db_url: str, ids: list[str]) -> tuple[int, int, int]:
             present = 0
             for i in range(0, len(ids), 500):
                 chunk = ids[i : i + 500]
-                present += int(
-                    s.scalar(select(func.count()).where(Submission.id.in_(chunk))) or 0
-                )
+                present += int(s.scalar(select(func.count()).where(Submission.id.in_(chunk))) or 0)
     finally:
         db.dispose()
     return total, present, jobs
 
 
+def smtp_stand_in(mode: str) -> tuple[socket.socket | None, int]:
+    """What the delivery workers of ``postwatch serve`` talk to during the run.
+
+    ``stall``: a socket that listens but never answers, so the workers sit in their first
+    connection and the run measures the intake alone. ``refuse``: a closed port, so every job
+    fails at once and is retried: the workers then write as fast as the intake does (SQLite has
+    one write lock for both).
+    """
+    if mode == "refuse":
+        return None, free_port()
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    return sock, int(sock.getsockname()[1])
+
+
+def avg_batch(ports: list[int]) -> float:
+    """Mean submissions per commit, from the servers' ``postwatch_intake_batch_size``."""
+    import urllib.request
+
+    total = count = 0.0
+    for port in ports:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith("postwatch_intake_batch_size_sum"):
+                    total += float(line.split()[-1])
+                elif line.startswith("postwatch_intake_batch_size_count"):
+                    count += float(line.split()[-1])
+    return total / count if count else 0.0
+
+
 def run_store(name: str, db_url: str, folder: Path, args: argparse.Namespace) -> dict[str, object]:
-    port = free_port()
-    cfg = write_config(folder, db_url, port)
-    proc = start_server(cfg, port, args.uvloop_server)
+    ports: list[int] = []
+    smtp_sock, smtp_port = smtp_stand_in(args.smtp)
+    procs: list[subprocess.Popen[bytes]] = []
     loop_factory = None
     with contextlib.suppress(ImportError):
         import uvloop
 
         loop_factory = uvloop.new_event_loop
     try:
+        for i in range(args.processes):
+            port = free_port()
+            sub = folder / f"p{i}"
+            sub.mkdir()
+            cfg = write_config(sub, db_url, port, smtp_port)
+            procs.append(start_server(cfg, port, args.uvloop_server, args.fast_path))
+            ports.append(port)
+        work = drive(ports, args.clients, args.seconds, args.max_requests)
         if loop_factory is not None:
             with asyncio.Runner(loop_factory=loop_factory) as runner:
-                res = runner.run(drive(port, args.clients, args.seconds, args.max_requests))
+                res = runner.run(work)
         else:
-            res = asyncio.run(drive(port, args.clients, args.seconds, args.max_requests))
+            res = asyncio.run(work)
+        res["avg_batch"] = avg_batch(ports)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        if smtp_sock is not None:
+            smtp_sock.close()  # resets the stalled SMTP connections: the workers can stop
+        for proc in procs:
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
     ids = list(res.pop("ids"))  # type: ignore[call-overload]
     total, present, jobs = count_rows(db_url, ids)
     res.update({"store": name, "rows": total, "acked_present": present, "jobs": jobs})
@@ -247,13 +340,34 @@ def main() -> None:
     p.add_argument(
         "--uvloop-server", action="store_true", help="run the server's event loop on uvloop"
     )
+    p.add_argument(
+        "--fast-path",
+        action="store_true",
+        help="serve /f/ through postwatch.intake.http.fast_path (as app.py could)",
+    )
+    p.add_argument(
+        "--smtp",
+        choices=["stall", "refuse"],
+        default="stall",
+        help="stall: delivery workers wait on a silent SMTP server (intake alone); "
+        "refuse: every delivery fails at once and is retried (workers compete for writes)",
+    )
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="postwatch serve processes on the one store, clients spread over them",
+    )
     args = p.parse_args()
 
     folder = Path(tempfile.mkdtemp(prefix="pw-bench-", dir=args.dir))
     results: list[dict[str, object]] = []
     try:
-        raw = raw_sqlite_rate(folder, args.raw_seconds, 1_000_000)
-        print(f"raw SQLite single-row fsync'd commits (WAL, synchronous=FULL): {raw:,.0f}/s")
+        raw, raw_p50, raw_p99 = raw_sqlite_rate(folder, args.raw_seconds, 1_000_000)
+        print(
+            f"raw SQLite single-row fsync'd commits (WAL, synchronous=FULL): {raw:,.0f}/s "
+            f"(one commit: p50 {raw_p50:.2f} ms, p99 {raw_p99:.2f} ms)"
+        )
         print(f"  disk: {folder}")
         sq = folder / "sqlite"
         sq.mkdir()
@@ -271,8 +385,7 @@ def main() -> None:
                     results.append(run_store("postgresql", url, pg, args))
                 finally:
                     admin.execute(
-                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                        "WHERE datname = %s",
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
                         (name,),
                     )
                     admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
@@ -281,15 +394,23 @@ def main() -> None:
 
     print(
         f"\n{args.clients} concurrent clients, {args.seconds:g} s per store, "
+        f"{args.processes} serve process(es), SMTP {args.smtp}, "
+        f"{'fast path, ' if args.fast_path else ''}"
         f"server loop: {'uvloop' if args.uvloop_server else 'asyncio'}"
     )
-    print(f"{'store':<11} {'durable/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
-          f"{'stored':>8} {'errors':>7} {'lost':>5} {'vs raw':>7}")
+    print(
+        f"{'store':<11} {'durable/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
+        f"{'stored':>8} {'errors':>7} {'lost':>5} {'vs raw':>7}"
+    )
     for r in results:
         print(
             f"{r['store']:<11} {r['rate']:>10,.0f} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} "
             f"{r['max_ms']:>8.1f} {r['stored']:>8} {r['failures']:>7} {r['lost']:>5} "
             f"{float(r['rate']) / raw:>6.2f}x"  # type: ignore[arg-type]
+        )
+        print(
+            f"  {float(r['avg_batch']):.1f} submissions per commit on average; "  # type: ignore[arg-type]
+            f"load generator used {float(r['client_cpu']):.0%} of a core"  # type: ignore[arg-type]
         )
         if r["failures"]:
             print(f"  first error: {r['first_failure']}")

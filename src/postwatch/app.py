@@ -44,9 +44,23 @@ def create_app(config: Config, db: Database) -> FastAPI:
             {"error": "store unavailable: nothing was stored, please retry"}, status_code=503
         )
 
+    app.state.routers = {}
     for mod in room_modules("http"):
-        app.include_router(mod.routes(config, db))
+        router = mod.routes(config, db)
+        app.state.routers[mod.__name__.split(".")[1]] = router
+        app.include_router(router)
     return app
+
+
+def asgi_for_serving(app: FastAPI) -> Any:
+    """The ASGI callable uvicorn serves: the app, wrapped by rooms that offer ``wrap_asgi``
+    (the intake takes its hot path before the framework's routing)."""
+    asgi: Any = app
+    for mod in room_modules("http"):
+        wrap = getattr(mod, "wrap_asgi", None)
+        if wrap is not None:
+            asgi = wrap(asgi, app)
+    return asgi
 
 
 def build_services(config: Config, db: Database, *, http: bool) -> list[Service]:
@@ -78,7 +92,7 @@ async def run(
     if http:
         app = create_app(config, db)
         uv_config = uvicorn.Config(
-            app,
+            asgi_for_serving(app),
             host=config.server.host,
             port=config.server.port,
             log_level="warning",

@@ -9,9 +9,10 @@ import asyncio
 import json
 import logging
 import sys
+from collections.abc import Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -87,6 +88,17 @@ def _setup_logging(verbose: bool) -> None:
     )
 
 
+def _run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run the service on uvloop where it is installed, else on asyncio's own loop."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)
+
+
 @app.callback()
 def _root(
     version: Annotated[bool, typer.Option("--version", help="print the version")] = False,
@@ -154,7 +166,7 @@ def serve(
     from postwatch.app import run
 
     typer.echo(f"postwatch {__version__} listening on http://{cfg.server.listen}", err=True)
-    asyncio.run(run(cfg, db, http=True))
+    _run_loop(run(cfg, db, http=True))
 
 
 @app.command()
@@ -168,7 +180,7 @@ def worker(
     db = open_store(cfg)
     from postwatch.app import run
 
-    asyncio.run(run(cfg, db, http=False))
+    _run_loop(run(cfg, db, http=False))
 
 
 @app.command()

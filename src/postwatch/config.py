@@ -164,6 +164,7 @@ class IntakeConfig(Model):
     max_field_value_chars: int = Field(default=65536, ge=1)
     max_attachments: int = Field(default=10, ge=0)
     batch_max: int = Field(default=256, ge=1, le=10000)
+    writers: int = Field(default=0, ge=0, le=32, description="0 = 1 on SQLite, 4 on PostgreSQL")
     purge_every: Duration = timedelta(hours=1)
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import lru_cache
 
 __all__ = [
     "Reason",
@@ -407,14 +408,23 @@ def classify(
 
     ``context`` names where the text came from, e.g. ``"postfix/local"`` or ``"exim"``; Postfix's
     local delivery agent reports "File too large" (mailbox_size_limit) with 5.2.2.
-    Never raises.
+    Never raises.  Results are cached: MTAs repeat the same diagnostics many times.
     """
     text = text if isinstance(text, str) else str(text)
+    if code is not None and (not isinstance(code, int) or not 200 <= code <= 599):
+        code = None
+    if status is not None and not isinstance(status, str):
+        status = None
+    if context is not None and not isinstance(context, str):
+        context = None
+    return _classify(text, code, status, context)
+
+
+@lru_cache(maxsize=8192)
+def _classify(text: str, code: int | None, status: str | None, context: str | None) -> Verdict:
     status = _normalise_status(status) or extract_status(text)
     if code is None:
         code = extract_code(text)
-    elif not isinstance(code, int) or not 200 <= code <= 599:
-        code = None
     lowered = text.lower()
 
     reason = _text_reason(lowered, _STRONG_PHRASES)

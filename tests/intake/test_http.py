@@ -578,3 +578,58 @@ async def test_concurrent_submissions_share_commits_and_metrics_count_them(
     assert sample("postwatch_intake_batch_size_count") > 0
     m = await client.get("/metrics")
     assert "postwatch_intake_batch_size_bucket" in m.text
+
+
+async def test_large_attachment_within_the_default_limits(
+    client: httpx.AsyncClient, db: Database
+) -> None:
+    data = bytes(range(256)) * (3 * 4096)  # 3 MiB, under the default 5 MiB per attachment
+    r = await client.post("/f/contact", files={"cv": ("cv.bin", data)}, headers=JSON)
+    assert r.status_code == 201, r.text
+    with db.session(readonly=True) as s:
+        att = s.scalars(select(Attachment)).one()
+    assert att.size == len(data) and att.data == data
+
+
+async def test_text_no_store_can_keep_is_400_on_both_stores(
+    client: httpx.AsyncClient, db: Database
+) -> None:
+    """NUL and lone surrogates: PostgreSQL cannot store them, so both stores refuse them alike
+    (a 400 naming the problem, not a 503 from the database)."""
+    form = {"Content-Type": "application/x-www-form-urlencoded", **JSON}
+    cases = [
+        (b"name=a%00b", form, "NUL"),
+        (b"na%00me=x", form, "NUL"),
+        (b'{"name": "a\\u0000b"}', {"Content-Type": "application/json"}, "NUL"),
+        (b'{"name": "\\ud800"}', {"Content-Type": "application/json"}, "surrogate"),
+        (b'{"\\udfff": "x"}', {"Content-Type": "application/json"}, "surrogate"),
+    ]
+    for body, headers, words in cases:
+        r = await client.post("/f/contact", content=body, headers=headers)
+        assert r.status_code == 400, (body, r.text)
+        assert words in r.json()["error"]
+    r = await client.post("/f/contact", files={"msg": (None, b"a\x00b")}, headers=JSON)
+    assert r.status_code == 400
+    assert count(db, Submission) == 0
+
+
+async def test_fast_path_answers_like_the_routed_endpoint(cfg: Config, db: Database) -> None:
+    from postwatch.app import create_app
+    from postwatch.intake.http import fast_path, routes
+
+    router = routes(cfg, db)
+    app = fast_path(create_app(cfg, db), router.intake)  # type: ignore[attr-defined]
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        r = await c.post("/f/contact", data={"n": "1"})
+        assert r.status_code == 303 and r.headers["location"] == "https://gym.example/bedankt"
+        r = await c.post("/f/bakery/shared", json={"n": "2"})
+        assert r.status_code == 201
+        assert submission(db, r.json()["id"]).account == "bakery"
+        assert (await c.post("/f/nope", json={})).status_code == 404
+        assert (
+            await c.options("/f/signup", headers={"Origin": "https://gym.example"})
+        ).status_code == 204
+        assert (await c.get("/healthz")).status_code == 200  # everything else: the app
+        assert (await c.get("/f/contact")).status_code == 405
+    assert count(db, Submission) == 2

@@ -254,3 +254,43 @@ async def test_list_shows_submissions(client: httpx.AsyncClient, config_file: Pa
     sid = await _post(client, "contact", data={"email": "l@example.org"})
     out = run("submissions", "list", "--config", str(config_file), "--form", "contact")
     assert sid in out and "l@example.org" in out and "info@gym.example:pending" in out
+
+
+def test_check_config_reports_intake_problems(tmp_path: Path) -> None:
+    from postwatch.intake.checks import check
+    from tests.conftest import make_config
+
+    cfg = make_config(
+        tmp_path,
+        server={"trusted_proxies": ["10.0.0.0/8", "not-an-ip"]},
+        accounts=[
+            {
+                "id": "gym",
+                "forms": [
+                    {
+                        "id": "contact",
+                        "recipients": ["info@gym.example"],
+                        "allowed_origins": ["https://gym.example", "https://[bad"],
+                        "redirect": "javascript:alert(1)",
+                        "honeypot_field": "email",
+                    }
+                ],
+            }
+        ],
+    )
+    problems = "\n".join(check(cfg))
+    assert "trusted_proxies[1]" in problems
+    assert "allowed_origins[1]" in problems
+    assert "redirect" in problems
+    assert "honeypot_field" in problems
+    assert check(make_config(tmp_path)) == []
+
+
+def test_export_refuses_a_short_form_id_two_accounts_use(config_file: Path) -> None:
+    r = CliRunner().invoke(
+        app, ["submissions", "export", "--form", "shared", "--config", str(config_file)]
+    )
+    assert r.exit_code != 0
+    assert "several accounts" in r.output and "bakery/shared" in r.output
+    out = run("submissions", "export", "--form", "bakery/shared", "--config", str(config_file))
+    assert json.loads(out) == []

@@ -84,9 +84,9 @@ async def test_kill_9_loses_no_acknowledged_submission(db_url: str, tmp_path: Pa
             keys = dict(s.execute(select(Submission.idempotency_key, Submission.id)).all())
             jobs = dict(
                 s.execute(
-                    select(DeliveryJob.submission_id, func.count()).group_by(
-                        DeliveryJob.submission_id
-                    )
+                    select(DeliveryJob.submission_id, func.count())
+                    .where(DeliveryJob.role == "primary")
+                    .group_by(DeliveryJob.submission_id)
                 ).all()
             )
         db.dispose()
@@ -124,7 +124,9 @@ async def test_sigterm_drains_in_flight_requests(db_url: str, tmp_path: Path) ->
     assert server.proc.poll() is None, "serve exited with a request in flight"
     writer.write(body[1000:])
     await writer.drain()
-    reply = await asyncio.wait_for(reader.read(65536), timeout=20)
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=20)
+    length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+    reply = head + await asyncio.wait_for(reader.readexactly(length), timeout=20)
     writer.close()
     assert reply.startswith(b"HTTP/1.1 201"), reply
     sid = re.search(rb'"id":"([0-9a-f]{32})"', reply)
@@ -184,3 +186,43 @@ def test_readme_first_command_gives_a_working_form(tmp_path: Path) -> None:
     finally:
         assert server.terminate() == 0, server.output()
     assert (tmp_path / "data" / "postwatch.db").exists()
+
+
+async def test_two_serve_processes_share_one_store(db_url: str, tmp_path: Path) -> None:
+    """Several `postwatch serve` on one store (PostgreSQL: the scale-out path; SQLite: two
+    processes on one file): double submits spread over both are still one submission each."""
+    ports = [free_port(), free_port()]
+    servers = []
+    for i, port in enumerate(ports):
+        folder = tmp_path / f"p{i}"
+        folder.mkdir()
+        servers.append(Serve(write_config(folder / "postwatch.toml", db_url, port), port))
+    try:
+        keys = [f"dbl-{n}" for n in range(30)]
+
+        async def post(base: str, key: str) -> tuple[str, int, str]:
+            async with httpx.AsyncClient(base_url=base, timeout=30) as c:
+                r = await c.post(
+                    "/f/contact",
+                    data={"k": key},
+                    headers={"Idempotency-Key": key, "Accept": "application/json"},
+                )
+                return key, r.status_code, r.json().get("id", "")
+
+        replies = await asyncio.gather(
+            *(post(s.base, k) for k in keys for s in servers for _ in range(3))
+        )
+    finally:
+        for s in servers:
+            assert s.terminate() == 0, s.output()
+    assert {code for _k, code, _id in replies} == {201}
+    ids: dict[str, set[str]] = {}
+    for key, _code, sid in replies:
+        ids.setdefault(key, set()).add(sid)
+    assert all(len(v) == 1 for v in ids.values())
+    db = Database(db_url)
+    with db.session(readonly=True) as s:
+        assert s.scalar(select(func.count()).select_from(Submission)) == len(keys)
+        primary = select(func.count()).where(DeliveryJob.role == "primary")
+        assert s.scalar(primary) == 2 * len(keys)
+    db.dispose()

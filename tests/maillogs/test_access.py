@@ -97,3 +97,16 @@ def test_detect_format() -> None:
     assert detect_format(["2026-10-21 09:14:03 1t5Xyz-0001AB-Cd Completed"]) == "exim"
     assert detect_format(["Oct 21 09:14:03 lmtp(info@x)<1><a>: Info: save failed"]) == "dovecot"
     assert detect_format(["nonsense", ""]) == "unknown"
+
+
+def test_logformat_with_method_path_query_fields() -> None:
+    p = AccessLogParser('%h %t "%m %U%q %H" %>s %b')
+    r = p.parse('192.0.2.1 [21/Oct/2026:09:14:03 +0200] "POST /contact?x=1 HTTP/1.1" 302 0')
+    assert r is not None
+    assert (r.method, r.path, r.query, r.protocol, r.status) == (
+        "POST",
+        "/contact",
+        "x=1",
+        "HTTP/1.1",
+        302,
+    )

@@ -95,3 +95,31 @@ def test_garbage_counted(line: str) -> None:
     e = p()
     assert e.parse(line) is None
     assert e.unparsed == 1
+
+
+# Lines in the shape of the examples in the Exim specification ("Log files" chapter).
+SPEC = """\
+2002-10-31 08:57:53 16ZCW1-0005MB-00 <= kryten@dwarf.fict.example H=mailer.fict.example [192.168.123.123] U=exim P=smtp S=5678 id=incoming-id@mailer.fict.example
+2002-10-31 08:58:00 16ZCW1-0005MB-00 => marv@hitch.fict.example R=dnslookup T=remote_smtp H=hitch.fict.example [192.168.234.234]
+2002-10-31 08:58:00 16ZCW1-0005MB-00 Completed
+2002-10-31 09:00:10 16ZCW1-0005MD-00 == monk@holistic.fict.example R=dnslookup T=remote_smtp defer (-53): retry time not reached
+2002-10-31 09:00:12 16ZCW1-0005MF-00 ** jim@trek99.example R=dnslookup T=remote_smtp: SMTP error from remote mail server after RCPT TO:<jim@trek99.example>: host lacon.trek99.example [192.168.239.239]: 550 Unknown user
+"""  # noqa: E501
+
+
+def test_exim_specification_examples() -> None:
+    e = EximParser(tz=BERLIN)
+    recs = [e.parse(line) for line in SPEC.splitlines()]
+    assert all(r is not None for r in recs)
+    kinds = [(r.kind.value, r.status) for r in recs if r is not None]
+    assert kinds == [
+        ("arrival", None),
+        ("delivery", "sent"),
+        ("removed", None),
+        ("delivery", "deferred"),
+        ("delivery", "bounced"),
+    ]
+    last = recs[-1]
+    assert last is not None and last.verdict is not None
+    assert last.verdict.reason is Reason.USER_UNKNOWN and last.verdict.code == 550
+    assert last.relay == "lacon.trek99.example [192.168.239.239]"

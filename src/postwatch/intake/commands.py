@@ -19,13 +19,18 @@ ConfigOption = Annotated[
 
 
 def _form(cfg: Any, form_id: str) -> tuple[str, str]:
+    """(account, form) of ``form`` or ``account/form``; a short id two accounts use is refused
+    (an export must never pick another customer's form by accident)."""
     from postwatch.cli import fail
+    from postwatch.intake.http import FormIndex
+    from postwatch.intake.parsing import IntakeError
 
-    found = cfg.form(form_id)
-    if found is None:
+    try:
+        account, form = FormIndex(cfg).find(form_id)
+    except IntakeError as exc:
         known = ", ".join(f"{a.id}/{f.id}" for a in cfg.accounts for f in a.forms) or "none"
-        fail(f"--form: no form {form_id!r} in the config (forms: {known})")
-    return found[0].id, found[1].id
+        fail(f"--form: {exc.message.replace('/f/ACCOUNT/', 'ACCOUNT/')} (forms: {known})")
+    return account.id, form.id
 
 
 def register(app: typer.Typer) -> None:

@@ -25,6 +25,7 @@ from collections import defaultdict
 from typing import Any
 
 from postwatch.config import Config
+from postwatch.delivery import wake as wake_delivery
 from postwatch.intake import metrics
 from postwatch.intake.submissions import NewSubmission, Stored, store_batch, store_submission
 
@@ -47,28 +48,41 @@ def _settle(outcomes: list[tuple[Any, Stored | BaseException]]) -> None:
 
 
 class GroupCommitter:
+    """``writers`` threads (1 for SQLite, which has one writer anyway; several for PostgreSQL,
+    whose own group commit then overlaps their transactions) share one queue."""
+
     def __init__(
-        self, config: Config, db: Any, *, batch_max: int = 256, idle_seconds: float = 10.0
+        self,
+        config: Config,
+        db: Any,
+        *,
+        batch_max: int = 256,
+        writers: int = 1,
+        idle_seconds: float = 10.0,
     ) -> None:
         self.config = config
         self.db = db
         self.batch_max = batch_max
+        self.writers = max(1, writers)
         self.idle_seconds = idle_seconds
         self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
+        self._live = 0  # writer threads running
         self.batches = 0  # commits done (for tests and the benchmark)
 
     # ------------------------------------------------------------------ callers
 
+    def _start_writer(self) -> None:
+        """With the lock held."""
+        self._live += 1
+        threading.Thread(target=self._run, name="postwatch-intake-writer", daemon=True).start()
+
     def _put(self, item: _Item) -> None:
         with self._lock:
             self._queue.put(item)
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="postwatch-intake-writer", daemon=True
-                )
-                self._thread.start()
+            # one writer for a trickle; more (up to ``writers``) when work queues up
+            if self._live == 0 or (self._live < self.writers and self._queue.qsize() > 1):
+                self._start_writer()
 
     async def submit(self, new: NewSubmission) -> Stored:
         """Store ``new``; returns after the transaction holding it committed."""
@@ -86,12 +100,14 @@ class GroupCommitter:
     # ------------------------------------------------------------------ the writer
 
     def _take(self) -> list[_Item] | None:
+        """The next batch, or None when there was no work for ``idle_seconds`` (the thread
+        then ends; its count is already taken off ``_live``)."""
         try:
             first = self._queue.get(timeout=self.idle_seconds)
         except queue.Empty:
             with self._lock:
                 if self._queue.empty():
-                    self._thread = None
+                    self._live -= 1
                     return None
             first = self._queue.get()
         batch = [first]
@@ -103,11 +119,24 @@ class GroupCommitter:
         return batch
 
     def _run(self) -> None:
-        while True:
-            batch = self._take()
-            if batch is None:
-                return
-            self._write(batch)
+        counted = True
+        try:
+            while True:
+                batch = self._take()
+                if batch is None:
+                    counted = False
+                    return
+                try:
+                    self._write(batch)
+                except Exception as exc:  # a bug, not the store: fail the batch, keep serving
+                    log.exception("intake writer: unexpected error")
+                    self._resolve(batch, [exc] * len(batch))
+        finally:
+            with self._lock:
+                if counted:
+                    self._live -= 1
+                if self._live == 0 and not self._queue.empty():  # work came as we left
+                    self._start_writer()
 
     def _write(self, batch: list[_Item]) -> None:
         metrics.BATCH_SIZE.observe(len(batch))
@@ -125,6 +154,8 @@ class GroupCommitter:
             )
             outcomes = [self._one(new) for new, _ in batch]
         self._resolve(batch, outcomes)
+        if any(isinstance(o, Stored) and o.created for o in outcomes):
+            wake_delivery()  # new outbox rows: this process's workers need not wait for a poll
 
     def _one(self, new: NewSubmission) -> Stored | BaseException:
         try:

@@ -84,6 +84,8 @@ class _Fields:
         lim = self.limits
         if not name:
             raise malformed("a field without a name")
+        if "\x00" in name or "\x00" in value:
+            raise malformed(f"field {name[:40]!r} contains a NUL character")
         if len(name) > lim.max_name:
             raise malformed(f"field name {name[:40]!r}... is longer than {lim.max_name} characters")
         if len(value) > lim.max_value:
@@ -191,6 +193,10 @@ def _parse_json(raw: bytes, fields: _Fields) -> None:
         raise malformed(f"body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise malformed("JSON body must be an object of field names to values")
+    try:  # JSON may carry lone surrogates ("\ud800"): not text any store can keep
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise malformed("JSON body holds invalid Unicode (a lone surrogate)") from None
     for name, v in data.items():
         if isinstance(v, list):
             if not v:
@@ -264,7 +270,8 @@ class _Multipart:
         except UnicodeDecodeError:
             raise malformed("a multipart field name or filename is not UTF-8") from None
         ct = self.headers.get(b"content-type", b"application/octet-stream")
-        self.ctype = ct.decode("latin-1").strip()[:255] or "application/octet-stream"
+        ctype = _UNSAFE_FILENAME.sub("", ct.decode("latin-1")).strip()[:255]
+        self.ctype = ctype or "application/octet-stream"
         if self.filename is not None:
             self.cap = self.limits.max_attachment
         else:

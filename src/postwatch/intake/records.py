@@ -286,24 +286,39 @@ def retention_days(config: Config, account: str, form: str) -> int:
 
 
 def purge_expired(db: Any, config: Config, now: datetime | None = None) -> list[Purged]:
-    """Delete submissions older than their form's ``retention_days``."""
+    """Delete submissions older than their form's ``retention_days``.
+
+    In short transactions of at most 500 submissions (each with its own ``submissions_purged``
+    event), so a large backlog never holds the write lock long enough to stall the intake.
+    """
     now = now or utcnow()
-    with db.session() as s:
+    with db.session(readonly=True) as s:
         forms = s.execute(select(Submission.account, Submission.form).distinct()).all()
-        by_form: dict[tuple[str, str], list[str]] = {}
-        for account, form in forms:
-            cutoff = now - timedelta(days=retention_days(config, account, form))
-            ids = list(
-                s.scalars(
-                    select(Submission.id).where(
-                        Submission.account == account,
-                        Submission.form == form,
-                        Submission.received_at < cutoff,
+    totals: dict[tuple[str, str], Purged] = {}
+    for account, form in forms:
+        cutoff = now - timedelta(days=retention_days(config, account, form))
+        while True:
+            with db.session() as s:
+                ids = list(
+                    s.scalars(
+                        select(Submission.id)
+                        .where(
+                            Submission.account == account,
+                            Submission.form == form,
+                            Submission.received_at < cutoff,
+                        )
+                        .limit(_CHUNK)
                     )
                 )
-            )
-            if ids:
-                by_form[(account, form)] = ids
-        purged = _purge_ids(s, by_form)
-        _record(s, purged, "retention")
-    return list(purged.values())
+                if not ids:
+                    break
+                chunk = _purge_ids(s, {(account, form): ids})
+                _record(s, chunk, "retention")
+            t = totals.setdefault((account, form), Purged(account, form))
+            p = chunk[(account, form)]
+            t.submissions += p.submissions
+            t.attachments += p.attachments
+            t.jobs += p.jobs
+            if len(ids) < _CHUNK:
+                break
+    return list(totals.values())

@@ -275,6 +275,9 @@ def add_batch(session: Session, config: Config, items: list[NewSubmission]) -> l
             }
         )
         results.append(Stored(sid, created=True))
+    # the same order in every transaction: two writers inserting the same idempotency keys
+    # wait for each other instead of deadlocking
+    subs.sort(key=lambda r: (r["idempotency_key"] is None, r["idempotency_key"] or ""))
     for model, rows in (
         (Submission, subs),
         (Attachment, files),

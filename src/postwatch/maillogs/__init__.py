@@ -6,9 +6,11 @@ Public API (everything streams, one line at a time; no parser ever raises on a l
   ``Oct  3 09:14:03 host prog[pid]: msg`` (no year: ``year`` or the current year, December ->
   January rollover, DST fold in ``tz``) and RFC 3339 timestamps; Postfix lines plus the Dovecot
   and Exim lines that share the file.  ``EximParser`` for Exim ``main.log``; ``DovecotParser``
-  for Dovecot's own log file.  ``parser.parse(line) -> MailLogRecord | None``; counters
-  ``lines``, ``unparsed`` (not a log line of that format) and ``ignored`` (a valid line that
-  says nothing about deliveries).
+  for Dovecot's own log file.  ``parser.parse(line) -> MailLogRecord | None`` for a live
+  source (a followed file, a syslog listener), ``parser.iter_records(lines)`` for a stream (same
+  result, less per-line overhead); counters ``lines``, ``unparsed`` (not a log line of that
+  format, or truncated) and ``ignored`` (a valid line that says nothing about deliveries).
+  A cheap substring test (``postfix.RELEVANT``) decides before any regex runs.
 * ``parse_line(line, *, fmt="postfix", year=None, tz=UTC)``: one-off parse (stateless; prefer a
   parser object per stream).
 * ``MailLogRecord``: ``time`` (aware), ``mta``, ``kind`` (``RecordKind``), ``queue_id``,

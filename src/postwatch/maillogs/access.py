@@ -13,6 +13,7 @@ line and counted, never regex-parsed.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
 from datetime import datetime, tzinfo
 
 from postwatch.maillogs.base import LineParser
@@ -52,6 +53,10 @@ _FIELD_PATTERNS = {
     "{Referer}i": ("referer", None),
     "{User-agent}i": ("user_agent", None),
     "{User-Agent}i": ("user_agent", None),
+    "m": ("method", r"[A-Za-z]+"),
+    "U": ("path", r"\S*?"),
+    "q": ("query", r"(?:\?\S*)?"),
+    "H": ("protocol", r"\S+"),
 }
 _TOKEN_RE = re.compile(r"%[<>]?(?:\{[^}]*\})?[a-zA-Z%]")
 
@@ -82,6 +87,8 @@ def compile_logformat(fmt: str) -> re.Pattern[str]:
         else:
             out.append(f"(?:{body})")
     out.append(re.escape(fmt[pos:]))
+    if "request" not in seen and {"method", "path"} <= seen:
+        seen.add("request")  # %m %U%q %H instead of %r
     missing = {"time", "request", "status"} - seen
     if missing:
         raise AccessFormatError(f"LogFormat lacks {', '.join(sorted(missing))}: {fmt!r}")
@@ -103,9 +110,14 @@ def parse_apache_time(stamp: str) -> datetime | None:
         return None
     try:
         value = datetime(
-            int(stamp[7:11]), MONTHS[stamp[3:6]], int(stamp[0:2]),
-            int(stamp[12:14]), int(stamp[15:17]), int(stamp[18:20]), tzinfo=tz,
-        )  # fmt: skip
+            int(stamp[7:11]),
+            MONTHS[stamp[3:6]],
+            int(stamp[0:2]),
+            int(stamp[12:14]),
+            int(stamp[15:17]),
+            int(stamp[18:20]),
+            tzinfo=tz,
+        )
     except (KeyError, ValueError):
         return None
     if len(_TIME_CACHE) > 4096:
@@ -154,13 +166,49 @@ class AccessLogParser(LineParser[AccessRecord]):
             self._custom = compile_logformat(fmt)
         self.skipped = 0  # lines not fully parsed because of the prefilter
 
-    def _parse(self, line: str) -> AccessRecord | None:
-        if self.prefilter is not None and self.prefilter not in line:
-            if " [" not in line or '"' not in line:
-                self.unparsed += 1
-            else:
-                self.skipped += 1
+    def parse(self, line: str) -> AccessRecord | None:
+        self.lines += 1
+        prefilter = self.prefilter
+        if prefilter is not None and prefilter not in line:
+            self._skip(line)
             return None
+        try:
+            return self._parse(line)
+        except Exception:  # a parser must never stop on a bad line
+            self.unparsed += 1
+            return None
+
+    def iter_records(self, lines: Iterable[str]) -> Iterator[AccessRecord]:
+        """Parse a stream of lines (the prefilter is applied inline: the fast path)."""
+        prefilter = self.prefilter
+        parse = self._parse
+        n = 0
+        try:
+            for line in lines:
+                n += 1
+                if prefilter is not None and prefilter not in line:
+                    if " [" in line and '"' in line:
+                        self.skipped += 1
+                    else:
+                        self.unparsed += 1
+                    continue
+                try:
+                    record = parse(line)
+                except Exception:
+                    self.unparsed += 1
+                    continue
+                if record is not None:
+                    yield record
+        finally:
+            self.lines += n
+
+    def _skip(self, line: str) -> None:
+        if " [" in line and '"' in line:
+            self.skipped += 1
+        else:
+            self.unparsed += 1
+
+    def _parse(self, line: str) -> AccessRecord | None:
         if line.endswith("\n"):
             line = line.rstrip("\r\n")
         if self._custom is not None:
@@ -218,7 +266,11 @@ class AccessLogParser(LineParser[AccessRecord]):
         if time is None:
             self.unparsed += 1
             return None
-        method, path, query, protocol = _split_request(_unescape(d["request"]) or "")
+        if d.get("request") is not None:
+            method, path, query, protocol = _split_request(_unescape(d["request"]) or "")
+        else:
+            method, path = d.get("method") or "", d.get("path") or ""
+            query, protocol = (d.get("query") or "").lstrip("?"), d.get("protocol")
         vhost = d.get("vhost")
         if vhost and ":" in vhost and not vhost.startswith("["):
             vhost = vhost.rsplit(":", 1)[0]

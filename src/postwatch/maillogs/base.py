@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from datetime import UTC, tzinfo
 from typing import Generic, TypeVar
 
@@ -32,6 +33,14 @@ class LineParser(Generic[T]):
         except Exception:  # a parser must never stop on a bad line
             self.unparsed += 1
             return None
+
+    def iter_records(self, lines: Iterable[str]) -> Iterator[T]:
+        """Parse a stream of lines, yielding the records (same counters as ``parse``)."""
+        parse = self.parse
+        for line in lines:
+            record = parse(line)
+            if record is not None:
+                yield record
 
     def _parse(self, line: str) -> T | None:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -27,6 +27,7 @@ from postwatch.maillogs.records import DeliveryStatus, MailLogRecord, RecordKind
 from postwatch.reasons import classify
 
 _HOST_RE = re.compile(r" H=(\S+(?: \[[^\]]*\])?)")
+_ERR_HOST_RE = re.compile(r": host (\S+ \[[^\]]*\])")  # older Exim: in the error text
 _C_RE = re.compile(r' C="((?:[^"\\]|\\.)*)"')
 _REJECT_RE = re.compile(r"(?: F=<([^>]*)>)? rejected RCPT <?([^>:\s]*)>?:? ?(.*)")
 _ALPHANUM = frozenset("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
@@ -88,11 +89,19 @@ def parse_exim_body(body: str, time: datetime, raw: str) -> MailLogRecord | None
             raise ValueError("unparsable exim reject")
         reply = m.group(3)
         return MailLogRecord(
-            time=time, mta="exim", kind=RecordKind.REJECT, raw=raw, program="exim",
-            queue_id=qid, sender=m.group(1), recipient=m.group(2) or None, status="reject",
-            reply=reply, verdict=classify(reply, context="exim"),
+            time=time,
+            mta="exim",
+            kind=RecordKind.REJECT,
+            raw=raw,
+            program="exim",
+            queue_id=qid,
+            sender=m.group(1),
+            recipient=m.group(2) or None,
+            status="reject",
+            reply=reply,
+            verdict=classify(reply, context="exim"),
             relay=(h.group(1) if (h := _HOST_RE.search(" " + rest)) else None),
-        )  # fmt: skip
+        )
     return None
 
 
@@ -112,10 +121,17 @@ def _arrival(qid: str, rest: str, time: datetime, raw: str) -> MailLogRecord:
     if i > 0:
         msgid = rest[i + 4 :].split(" ", 1)[0].strip("<>")
     return MailLogRecord(
-        time=time, mta="exim", kind=RecordKind.ARRIVAL, raw=raw, program="exim", queue_id=qid,
-        sender=sender, recipients=recipients, message_id=msgid,
+        time=time,
+        mta="exim",
+        kind=RecordKind.ARRIVAL,
+        raw=raw,
+        program="exim",
+        queue_id=qid,
+        sender=sender,
+        recipients=recipients,
+        message_id=msgid,
         relay=(h.group(1) if (h := _HOST_RE.search(rest)) else None),
-    )  # fmt: skip
+    )
 
 
 def _delivery(
@@ -132,7 +148,7 @@ def _delivery(
         if not tok.startswith("("):
             break
     relay = None
-    h = _HOST_RE.search(body)
+    h = _HOST_RE.search(body) or _ERR_HOST_RE.search(body)
     if h:
         relay = h.group(1)
     reply: str | None = None

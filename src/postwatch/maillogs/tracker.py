@@ -116,6 +116,13 @@ class _Open:
 
 
 _NONE: tuple[()] = ()
+_REJECT = RecordKind.REJECT
+_QUOTA = RecordKind.QUOTA
+_DELIVERY = RecordKind.DELIVERY
+_ARRIVAL = RecordKind.ARRIVAL
+_EXPIRED_KIND = RecordKind.EXPIRED
+_REMOVED = RecordKind.REMOVED
+_NOTIFICATION = RecordKind.NOTIFICATION
 
 
 class MessageTracker:
@@ -146,14 +153,14 @@ class MessageTracker:
         if self._fed % self.sweep_every == 0 or len(self._open) > self.max_open:
             out = self._sweep(record.time)
         kind = record.kind
-        if kind is RecordKind.REJECT:
+        if kind is _REJECT:
             res = self._reject(record)
             if out:
                 out.append(res)
                 return out
             return (res,)
         qid = record.queue_id
-        if qid is None or kind is RecordKind.QUOTA:
+        if qid is None or kind is _QUOTA:
             return out or _NONE
         key = (record.mta, qid)
         msg = self._open.get(key)
@@ -161,7 +168,7 @@ class MessageTracker:
             out = out or []
             out.append(self._close(key, msg, "evicted"))
             msg = None
-        if kind is RecordKind.DELIVERY:
+        if kind is _DELIVERY:
             if msg is None:
                 msg = self._new(key, record)
             msg.last_seen = record.time
@@ -172,7 +179,7 @@ class MessageTracker:
             return (res2,)
         if (
             msg is not None
-            and kind is RecordKind.ARRIVAL
+            and kind is _ARRIVAL
             and msg.delivering
             and (record.mta == "exim" or _finished(msg))
         ):
@@ -181,12 +188,12 @@ class MessageTracker:
             out.append(self._close(key, msg, "reused"))
             msg = None
         if msg is None:
-            if kind is RecordKind.REMOVED or kind is RecordKind.NOTIFICATION:
+            if kind is _REMOVED or kind is _NOTIFICATION:
                 return out or _NONE
             msg = self._new(key, record)
         msg.last_seen = record.time
-        if kind is RecordKind.ARRIVAL:
-            if record.sender is not None:
+        if kind is _ARRIVAL:
+            if record.sender is not None and msg.sender is None:
                 msg.sender = record.sender
             if msg.arrived is None:
                 msg.arrived = record.time
@@ -194,14 +201,14 @@ class MessageTracker:
                 msg.recipients.setdefault(rcpt, RecipientState(first_time=record.time))
             if record.message_id:
                 msg.message_id = record.message_id
-        elif kind is RecordKind.EXPIRED:
+        elif kind is _EXPIRED_KIND:
             if record.sender is not None and msg.sender is None:
                 msg.sender = record.sender
             expired = self._expire(msg, record)
             if expired:
                 out = out or []
                 out.extend(expired)
-        elif kind is RecordKind.REMOVED:
+        elif kind is _REMOVED:
             out = out or []
             out.append(self._close(key, msg, "removed"))
         return out or _NONE
@@ -263,24 +270,45 @@ class MessageTracker:
         return out
 
     def _outcome(
-        self, msg: _Open | None, record: MailLogRecord, outcome: str, verdict: Verdict | None,
+        self,
+        msg: _Open | None,
+        record: MailLogRecord,
+        outcome: str,
+        verdict: Verdict | None,
         recipient: str,
-    ) -> RecipientOutcome:  # fmt: skip
+    ) -> RecipientOutcome:
+        if msg is None:
+            return RecipientOutcome(
+                record.time,
+                record.mta,
+                outcome,
+                recipient,
+                record.queue_id,
+                None,
+                None,
+                record.sender,
+                record.recipient,
+                verdict,
+                record.dsn,
+                record.relay,
+                record.reply,
+                record.raw,
+            )
         return RecipientOutcome(
-            time=record.time,
-            mta=record.mta,
-            outcome=outcome,
-            recipient=recipient,
-            queue_id=record.queue_id,
-            message_key=msg.key if msg else None,
-            arrived=(msg.arrived or msg.first_seen) if msg else None,
-            sender=msg.sender if msg else record.sender,
-            delivered_to=record.recipient,
-            verdict=verdict,
-            dsn=record.dsn,
-            relay=record.relay,
-            reply=record.reply,
-            evidence=record.raw,
+            record.time,
+            record.mta,
+            outcome,
+            recipient,
+            record.queue_id,
+            msg.key,
+            msg.arrived or msg.first_seen,
+            msg.sender,
+            record.recipient,
+            verdict,
+            record.dsn,
+            record.relay,
+            record.reply,
+            record.raw,
         )
 
     def _delivery(self, msg: _Open, record: MailLogRecord) -> RecipientOutcome:

@@ -1,0 +1,196 @@
+"""The seam to postwatch's event log: notifications and quota history in the report."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from postwatch.cli import app
+from postwatch.config import load_config
+from postwatch.forensics.history import history_from_events
+from postwatch.store import database_from_config
+from postwatch.store.events import record_event
+
+LOGS = Path(__file__).parent.parent / "fixtures" / "logs" / "gym"
+
+
+def test_history_from_plain_rows() -> None:
+    rows = [
+        {
+            "id": 3,
+            "at": "2026-10-24T10:05:00+00:00",
+            "kind": "notification_sent",
+            "account": "gym",
+            "mailbox": "info@gym.example",
+            "data": {"to": "owner"},
+        },
+        {
+            "id": 1,
+            "at": "2026-10-24T10:00:00+00:00",
+            "kind": "mailbox_full",
+            "account": "gym",
+            "mailbox": "INFO@gym.example",
+            "data": {},
+        },
+        {
+            "id": 2,
+            "at": "2026-10-24T09:00:00+00:00",
+            "kind": "quota_reading",
+            "account": "gym",
+            "mailbox": "info@gym.example",
+            "data": {"percent": 97},
+        },
+        {
+            "id": 4,
+            "at": "2026-10-24T11:00:00+00:00",
+            "kind": "notification_sent",
+            "account": "gym",
+            "mailbox": "other@gym.example",
+            "data": {},
+        },
+        {
+            "id": 5,
+            "at": "2026-10-24T11:00:00+00:00",
+            "kind": "submission_stored",
+            "account": "gym",
+            "mailbox": None,
+            "data": {},
+        },
+    ]
+    notes, quota = history_from_events(rows, mailbox="info@gym.example")
+    assert [n["kind"] for n in notes] == ["mailbox_full", "notification_sent"]
+    assert [q["data"]["percent"] for q in quota] == [97]
+
+
+def test_config_adds_who_was_told_what(tmp_path: Path) -> None:
+    cfg_path = tmp_path / "postwatch.toml"
+    cfg_path.write_text(f'[database]\nurl = "sqlite:///{tmp_path}/pw.db"\n')
+    db = database_from_config(load_config(cfg_path))
+    db.migrate()
+    with db.session() as s:
+        record_event(
+            s,
+            "mailbox_full",
+            account="gym",
+            mailbox="info@gym.example",
+            data={"evidence": "<b>552 5.2.2</b>"},
+            at=datetime(2026, 10, 24, 10, 0, 6, tzinfo=UTC),
+        )
+        record_event(
+            s,
+            "notification_sent",
+            account="gym",
+            mailbox="info@gym.example",
+            data={"channel": "mailto://owner@gym.example", "to": "owner"},
+            at=datetime(2026, 10, 24, 10, 0, 9, tzinfo=UTC),
+        )
+        record_event(
+            s,
+            "quota_reading",
+            account="gym",
+            mailbox="info@gym.example",
+            data={"used_kib": 204, "limit_kib": 200},
+            at=datetime(2026, 10, 24, 9, 0, tzinfo=UTC),
+        )
+    out = tmp_path / "r.json"
+    res = CliRunner().invoke(
+        app,
+        [
+            "investigate",
+            "--quiet",
+            "--config",
+            str(cfg_path),
+            "--mail-log",
+            str(LOGS / "mail.log.1"),
+            "--form-path",
+            "/contact",
+            "--mailbox",
+            "info@gym.example",
+            "--year",
+            "2026",
+            "--form-sender",
+            "wordpress@gym.example",
+            "--timezone",
+            "Europe/Berlin",
+            "--since",
+            "2026-10-24",
+            "--until",
+            "2026-10-27",
+            "--json",
+            str(out),
+            "--html",
+            str(tmp_path / "r.html"),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    d = json.loads(out.read_text())
+    assert [n["kind"] for n in d["history"]["notifications"]] == [
+        "mailbox_full",
+        "notification_sent",
+    ]
+    assert d["history"]["quota"][0]["data"] == {"used_kib": 204, "limit_kib": 200}
+    assert not any("How full the mailbox was" in q for q in d["unanswered"])
+    assert not any("Who was told" in q for q in d["unanswered"])
+    html = (tmp_path / "r.html").read_text()
+    assert "Who was told what" in html and "<b>552" not in html
+
+
+def test_bad_config_is_a_message(tmp_path: Path) -> None:
+    cfg_path = tmp_path / "bad.toml"
+    cfg_path.write_text("[database\nurl=")
+    res = CliRunner().invoke(
+        app,
+        [
+            "investigate",
+            "--quiet",
+            "--config",
+            str(cfg_path),
+            "--mail-log",
+            str(LOGS / "mail.log"),
+            "--form-path",
+            "/c",
+            "--mailbox",
+            "info@gym.example",
+            "--json",
+            str(tmp_path / "r.json"),
+        ],
+    )
+    assert res.exit_code == 3
+    assert str(cfg_path) in res.output and "Traceback" not in res.output
+
+
+def test_database_password_is_never_printed(tmp_path: Path) -> None:
+    cfg_path = tmp_path / "pg.toml"
+    cfg_path.write_text(
+        '[database]\nurl = "postgresql+psycopg://pw:s3cr3t-pass@127.0.0.1:1/nothing"\n'
+    )
+    res = CliRunner().invoke(
+        app,
+        [
+            "investigate",
+            "--quiet",
+            "--config",
+            str(cfg_path),
+            "--mail-log",
+            str(LOGS / "mail.log"),
+            "--form-path",
+            "/c",
+            "--mailbox",
+            "info@gym.example",
+            "--json",
+            str(tmp_path / "r.json"),
+        ],
+    )
+    assert res.exit_code == 3
+    assert "s3cr3t-pass" not in res.output
+    assert "Traceback" not in res.output
+
+
+def test_mask() -> None:
+    from postwatch.forensics.history import mask
+
+    assert mask("x postgresql://u:p@h/db y") == "x postgresql://u:***@h/db y"
+    assert mask("sqlite:///a.db") == "sqlite:///a.db"
