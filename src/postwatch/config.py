@@ -252,6 +252,18 @@ class ContactConfig(Model):
     timezone: str | None = None
     #: the person's own address; used to recognise them across accounts (one digest)
     email: Email | None = None
+    #: this person's digest schedule ("daily HH:MM", "weekly DAY HH:MM", "off");
+    #: default: alerts.digest
+    digest: str | None = None
+
+    @field_validator("digest")
+    @classmethod
+    def _digest(cls, v: str | None) -> str | None:
+        if v is not None and not _DIGEST_RE.match(v):
+            raise ValueError(
+                f"digest must be 'daily HH:MM', 'weekly DAY HH:MM' or 'off', got {v!r}"
+            )
+        return " ".join(v.lower().split()) if v is not None else None
 
     @field_validator("quiet_hours")
     @classmethod
@@ -404,6 +416,10 @@ class AlertsConfig(SecretSource):
     poll_interval: Duration = timedelta(milliseconds=500)
     #: alerts without a recovery event (e.g. bounces) resolve after this long without news
     resolve_after: Duration = timedelta(hours=24)
+    #: temporary delivery failures of a mailbox become a warning (a message) at this count
+    deferrals_before_warning: int = Field(default=5, ge=1)
+    #: "resolved" messages wait this long; an alert back within it is reopened, not re-sent
+    flap_hold: Duration = timedelta(minutes=2)
     #: how long an acknowledge link in a notification stays valid
     ack_link_ttl: Duration = timedelta(days=7)
     #: sending rounds per notification (all channels of the contact each round) before giving up

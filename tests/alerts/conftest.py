@@ -28,6 +28,9 @@ class WebhookSink:
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
         self.fail_paths: set[str] = set()
+        #: requests to these paths wait until ``release`` is set (a channel that hangs)
+        self.hang_paths: set[str] = set()
+        self.release = threading.Event()
         self._lock = threading.Lock()
         self.arrived = threading.Event()
         sink = self
@@ -46,6 +49,8 @@ class WebhookSink:
                         {"path": self.path, "body": body, "headers": dict(self.headers)}
                     )
                 sink.arrived.set()
+                if self.path in sink.hang_paths:
+                    sink.release.wait(30)
                 code = 500 if self.path in sink.fail_paths else 200
                 self.send_response(code)
                 self.send_header("Content-Length", "0")
@@ -70,6 +75,7 @@ class WebhookSink:
         return [str(r["body"].get("title")) for r in self.to(path)]
 
     def close(self) -> None:
+        self.release.set()
         self.server.shutdown()
         self.server.server_close()
 

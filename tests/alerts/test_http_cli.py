@@ -7,8 +7,8 @@ import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pytest
 import httpx
+import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
@@ -75,7 +75,7 @@ async def test_ack_link_tampered_or_expired_does_nothing(
     eng, alert_id = fired(db, tmp_path, sink, clock, ack_link_ttl="7d")
     client = client_for(eng, db)
     token = link_token(sink.to("owner")[0]["body"]["message"])
-    payload, stamp, sig = token.split(".")
+    _payload, stamp, sig = token.split(".")
     other = links.make_token("test-secret-for-links", alert_id + 1, "Marieke")
     forged = other.split(".")[0] + "." + stamp + "." + sig  # another alert, same signature
     for bad in (forged, token[:-3] + "abc", "x" + token, "nonsense"):
@@ -235,6 +235,9 @@ def test_responsibilities_sheet_text_and_escaped_html(db: Database, tmp_path: Pa
     assert "Sportschool &lt;Fit&gt; &amp; co" in html
     bad = runner.invoke(cli_app, ["responsibilities", "--account", "zzz", "-c", str(path)])
     assert bad.exit_code == 1
+    nl = runner.invoke(cli_app, ["responsibilities", "--account", "gym", "--language", "nl",
+                                 "--html", "-c", str(path)]).output
+    assert '<html lang="nl">' in nl and "Wie hoort waarover" in nl and "<script>" not in nl
 
 
 def test_check_config_reports_owner_without_a_safe_channel(tmp_path: Path,
@@ -259,3 +262,59 @@ def test_check_config_cli(db: Database, tmp_path: Path) -> None:
     out = CliRunner().invoke(cli_app, ["check-config", "-c", str(path)])
     assert out.exit_code == 2 and "no channel that avoids" in out.output
     assert "hunter2" not in out.output
+
+
+def test_cli_silence_shows_held_back_then_unsilence(db: Database, tmp_path: Path,
+                                                    sink: WebhookSink) -> None:
+    path = write_config(tmp_path, db, [sink.url("owner")])
+    runner = CliRunner()
+    out = runner.invoke(cli_app, ["alerts", "silence", "--account", "gym", "--for", "2h",
+                                  "--reason", "moving servers", "-c", str(path)])
+    assert out.exit_code == 0, out.output
+    sid = int(out.output.split()[1])
+    from postwatch.config import load_config
+
+    eng = Engine(load_config(path), db)
+    burst(db, ManualClock(datetime.now(UTC)), 2)
+    eng.step()
+    assert sink.requests == []
+    out = runner.invoke(cli_app, ["alerts", "list", "-c", str(path)])
+    assert "held back: silenced" in out.output and "moving servers" in out.output
+    out = runner.invoke(cli_app, ["alerts", "silences", "-c", str(path)])
+    assert "moving servers" in out.output
+    assert runner.invoke(cli_app, ["alerts", "unsilence", str(sid), "-c", str(path)]
+                         ).exit_code == 0
+    eng.step()
+    assert len(sink.to("owner")) == 1
+    bad = runner.invoke(cli_app, ["alerts", "silence", "--for", "soon", "-c", str(path)])
+    assert bad.exit_code == 1 and "not a duration" in bad.output
+
+
+def test_cli_channels_test_sends_and_shows_status(db: Database, tmp_path: Path,
+                                                 sink: WebhookSink) -> None:
+    sink.fail_paths.add("/down")
+    path = write_config(tmp_path, db, [sink.url("owner"), sink.url("down")])
+    out = CliRunner().invoke(cli_app, ["alerts", "channels", "--account", "gym", "--test",
+                                       "-c", str(path)])
+    assert len(sink.to("owner")) == 1 and len(sink.to("down")) == 1
+    assert "1. " + sink.url("owner") + "  ok" in out.output
+    assert "2. " + sink.url("down") + "  FAILING (1x" in out.output
+    assert out.exit_code == 1
+
+
+async def test_ack_page_escapes_what_it_shows(db: Database, tmp_path: Path,
+                                              sink: WebhookSink) -> None:
+    from postwatch.store.events import record_event
+
+    clock = ManualClock(datetime.now(UTC))
+    cfg = gym_config(tmp_path, sink)
+    eng = Engine(cfg, db, clock=clock)
+    evil = "/var/www/<script>alert(1)</script>"
+    with db.session() as s:
+        record_event(s, "quota_full", account="gym", at=clock.now(),
+                     data={"subject": "site", "name": evil, "level": 100, "percent": 100.0})
+    eng.step()
+    token = link_token(sink.to("webmaster")[0]["body"]["message"])
+    page = await client_for(eng, db).get(f"/alerts/ack/{token}")
+    assert page.status_code == 200
+    assert "<script>" not in page.text and "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text

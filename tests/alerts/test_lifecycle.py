@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from postwatch.alerts.clock import ManualClock
@@ -56,8 +57,13 @@ def test_burst_of_200_gives_one_notification_per_contact(
     with db.session(readonly=True) as s:
         alerts = s.scalars(select(Alert)).all()
         assert len(alerts) == 1 and alerts[0].count == 200 and alerts[0].state == "firing"
-        kinds = [e.kind for e in fetch_events(s, kinds=["alert_fired", "notification_sent"])]
+        evs = fetch_events(s, kinds=["alert_fired", "notification_sent"])
+    kinds = [e.kind for e in evs]
     assert kinds.count("alert_fired") == 1 and kinds.count("notification_sent") == 2
+    sent = [e for e in evs if e.kind == "notification_sent"]
+    assert {e.data["contact"] for e in sent} == {"Marieke", "Webbureau"}
+    assert all(e.mailbox == BOX and e.account == "gym" for e in sent)
+    assert all(e.data["channel"].startswith("json://127.0.0.1:") for e in sent)
 
 
 def test_escalation_after_timeout_when_not_acknowledged(
@@ -286,3 +292,188 @@ def test_cursor_persists_and_events_are_not_applied_twice(
     with db.session(readonly=True) as s:
         assert s.scalars(select(Alert.count)).one() == 7
     assert len(sink.to("owner")) == 1
+
+
+def test_message_counts_the_sign_ups_held_and_where_they_went(
+    db: Database, tmp_path: Path, sink: WebhookSink, clock: ManualClock
+) -> None:
+    cfg = gym_config(tmp_path, sink, contacts=[
+        {"name": "Marieke", "role": "owner", "language": "en", "channels": [sink.url("owner")],
+         "timezone": "Europe/Amsterdam"}])
+    with db.session() as s:
+        for i in range(12):
+            sub = f"sub{i}"
+            record_event(s, "delivery_held", account="gym", form="contact", at=clock.now(),
+                         data={"submission": sub, "recipient": BOX, "reason": "mailbox_full"})
+            record_event(s, "delivery_fallback", account="gym", form="contact", at=clock.now(),
+                         data={"submission": sub, "recipient": BOX,
+                               "fallback": ["owner@private.example"], "reason": "mailbox_full"})
+        record_event(s, "delivery_held", account="gym", at=clock.now(),
+                     data={"submission": "other", "recipient": "sales@gym.example"})
+    burst(db, clock, 1)
+    Engine(cfg, db, clock=clock).step()
+    msg = sink.to("owner")[0]["body"]["message"]
+    assert ("What it costs: 12 website sign-ups could not be delivered since 15:02; they are "
+            "kept and were sent to owner@private.example.") in msg
+
+
+def test_two_engines_on_one_store_send_once(
+    db_url: str, tmp_path: Path, sink: WebhookSink, clock: ManualClock
+) -> None:
+    """Two postwatch processes sharing the store: one alert, one message per contact."""
+    import threading
+
+    cfg = gym_config(tmp_path, sink, responsibilities={"mailbox": ["owner", "webmaster"]})
+    dbs = [Database(db_url), Database(db_url)]
+    dbs[0].migrate()
+    engines = [Engine(cfg, d, clock=clock) for d in dbs]
+    burst(dbs[0], clock, 50)
+    errors: list[BaseException] = []
+
+    def run(e: Engine) -> None:
+        try:
+            for _ in range(5):
+                e.step()
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(e,)) for e in engines]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(sink.to("owner")) == 1 and len(sink.to("webmaster")) == 1
+    with dbs[0].session(readonly=True) as s:
+        assert s.scalars(select(Alert.count)).one() == 50
+    for d in dbs:
+        d.dispose()
+
+
+def test_owner_without_a_safe_channel_escalates_at_once(
+    db: Database, tmp_path: Path, sink: WebhookSink, smtp: SmtpSink, clock: ManualClock
+) -> None:
+    cfg = gym_config(tmp_path, sink, owner_channels=[smtp.url(to=BOX)])
+    eng = Engine(cfg, db, clock=clock)
+    burst(db, clock, 3)
+    eng.step()
+    eng.step()  # no waiting for escalate_after: nobody could be reached
+    assert smtp.messages == []
+    assert len(sink.to("webmaster")) == 1
+    with db.session(readonly=True) as s:
+        n = s.scalars(select(AlertNotification).where(AlertNotification.contact == "Marieke")
+                      ).one()
+        assert n.state == "failed" and "broken path" in (n.error or "")
+
+
+def test_form_channel(db: Database, tmp_path: Path, sink: WebhookSink, clock: ManualClock
+                      ) -> None:
+    cfg = gym_config(tmp_path, sink, owner_channels=[sink.url("owner", scheme="form")])
+    eng = Engine(cfg, db, clock=clock)
+    burst(db, clock, 1)
+    eng.step()
+    [req] = sink.to("owner")
+    assert "info@gym.example is vol" in req["body"]["title"]
+    assert "form-urlencoded" in req["headers"]["Content-Type"]
+
+
+def test_an_event_still_committing_is_not_skipped(
+    db: Database, tmp_path: Path, sink: WebhookSink, clock: ManualClock
+) -> None:
+    """PostgreSQL hands out ids before commit: the cursor must not pass a younger commit's gap."""
+    import pytest
+
+    if db.is_sqlite:
+        pytest.skip("SQLite writers are serialised: ids are committed in order")
+    cfg = gym_config(tmp_path, sink)
+    eng = Engine(cfg, db, clock=clock)
+    slow = db.session()
+    s1 = slow.__enter__()
+    record_event(s1, "mailbox_full", account="gym", mailbox=BOX, data={"reason": "mailbox_full"})
+    s1.flush()  # id taken, not committed
+    with db.session() as s2:
+        record_event(s2, "mailbox_full", account="gym", mailbox="sales@gym.example",
+                     data={"reason": "mailbox_full"})
+    eng.step()
+    with db.session(readonly=True) as s:
+        assert s.scalars(select(Alert)).all() == []  # waits for the gap
+    slow.__exit__(None, None, None)  # commits
+    eng.step()
+    with db.session(readonly=True) as s:
+        assert sorted(a.subject for a in s.scalars(select(Alert))) == [BOX, "sales@gym.example"]
+
+
+def test_a_flap_reopens_the_alert_instead_of_new_messages(
+    db: Database, tmp_path: Path, sink: WebhookSink, clock: ManualClock
+) -> None:
+    cfg = gym_config(tmp_path, sink, flap_hold="2m")
+    eng = Engine(cfg, db, clock=clock)
+    burst(db, clock, 5)
+    eng.step()
+    clock.advance(timedelta(minutes=5))
+    recover(db, clock)  # e.g. one mail got through a relay...
+    eng.step()
+    clock.advance(timedelta(seconds=40))
+    burst(db, clock, 5)  # ...and the mailbox is refusing again
+    eng.step()
+    clock.advance(timedelta(minutes=10))
+    eng.step()
+    assert len(sink.to("owner")) == 1  # no "resolved", no second "fired"
+    with db.session(readonly=True) as s:
+        [a] = s.scalars(select(Alert)).all()
+        assert a.state == "firing" and a.count == 10
+        reopened = [e for e in fetch_events(s, kinds=["alert_fired"]) if e.data.get("reopened")]
+        assert len(reopened) == 1
+    # once the resolution went out, a new problem is a new alert with a new message
+    recover(db, clock)
+    eng.step()
+    clock.advance(timedelta(minutes=3))
+    eng.step()
+    burst(db, clock, 1)
+    eng.step()
+    titles = sink.titles("owner")
+    assert [t.split(":")[0] for t in titles] == ["[KRITIEK] gym", "Opgelost", "[KRITIEK] gym"]
+
+
+def test_a_bad_event_is_passed_over_not_a_stop(
+    db: Database, tmp_path: Path, sink: WebhookSink, clock: ManualClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cfg = gym_config(tmp_path, sink)
+    with db.session() as s:
+        record_event(s, "quota_warning", account="gym", mailbox="sales@gym.example",
+                     data={"subject": "mailbox", "name": "sales@gym.example", "level": "lots"})
+    burst(db, clock, 1)
+    eng = Engine(cfg, db, clock=clock)
+    eng.step()
+    eng.step()
+    assert len(sink.to("owner")) == 1  # the mailbox-full alert behind it still went out
+    assert "could not be handled" in caplog.text
+    with db.session(readonly=True) as s:
+        assert [a.rule for a in s.scalars(select(Alert))] == ["mailbox_full"]
+
+
+def test_a_hanging_channel_holds_back_only_its_own_contact(
+    db: Database, tmp_path: Path, sink: WebhookSink, clock: ManualClock
+) -> None:
+    import threading
+
+    sink.hang_paths.add("/owner")
+    cfg = gym_config(tmp_path, sink, responsibilities={"mailbox": ["owner", "webmaster"]})
+    eng = Engine(cfg, db, clock=clock)
+    burst(db, clock, 1)
+    step = threading.Thread(target=eng.step)
+    step.start()
+    try:
+        assert sink.arrived.wait(10)
+        for _ in range(200):  # the webmaster's message arrives while the owner's hangs
+            if sink.to("webmaster"):
+                break
+            threading.Event().wait(0.05)
+        assert len(sink.to("webmaster")) == 1 and step.is_alive()
+    finally:
+        sink.release.set()
+        step.join(30)
+    assert len(sink.to("owner")) == 1
+    with db.session(readonly=True) as s:
+        assert {n.state for n in s.scalars(select(AlertNotification))} == {"sent"}

@@ -79,6 +79,9 @@ def test_quota_rises_from_digest_to_a_message(
     assert "91%" in sink.titles("owner")[0]
     quota(db, clock, "quota_ok", "mailbox", "sales@gym.example", percent=50.0)
     eng.step()
+    assert len(sink.to("owner")) == 1  # the good news waits flap_hold (2 min)
+    clock.advance(timedelta(minutes=2, seconds=1))
+    eng.step()
     assert sink.titles("owner")[-1].startswith("Opgelost:")
 
 
@@ -192,4 +195,81 @@ def test_delivery_problems_without_recovery_resolve_after_quiet_period(
     assert "adres bestaat niet" in sink.to("owner")[0]["body"]["message"]
     clock.advance(timedelta(hours=24, minutes=1))
     eng.step()
+    clock.advance(timedelta(minutes=3))
+    eng.step()
     assert sink.titles("owner")[-1].startswith("Opgelost:")
+
+
+def test_one_digest_for_a_person_in_several_accounts(
+    db: Database, tmp_path: Path, sink: WebhookSink
+) -> None:
+    from tests.conftest import make_config
+
+    clock = ManualClock(datetime(2026, 11, 30, 7, 30, tzinfo=UTC))
+    ops = {"name": "Ops", "role": "owner", "email": "ops@hoster.example",
+           "channels": [sink.url("ops")]}
+    accounts = [
+        {"id": acc, "mailboxes": [{"address": f"info@{acc}.example"}], "contacts": [ops]}
+        for acc in ("gym", "bakery", "garage")
+    ]
+    cfg = make_config(tmp_path, accounts=accounts, alerts={"digest": "daily 08:00"})
+    eng = Engine(cfg, db, clock=clock)
+    eng.step()
+    for acc in ("gym", "bakery", "garage"):
+        with db.session() as s:
+            record_event(s, "quota_warning", account=acc, mailbox=f"info@{acc}.example",
+                         data={"subject": "mailbox", "name": f"info@{acc}.example",
+                               "level": 80, "percent": 80.0}, at=clock.now())
+    clock.advance(timedelta(minutes=31))
+    eng.step()
+    [digest] = sink.to("ops")
+    body = digest["body"]["message"]
+    assert all(f"info@{a}.example" in body for a in ("gym", "bakery", "garage"))
+    assert "bakery, garage, gym" in digest["body"]["title"]
+    from postwatch.alerts.queries import history
+
+    with db.session(readonly=True) as s:
+        [h] = history(s, account="bakery")
+    assert h["kind"] == "digest" and "info@bakery.example" in h["message"]
+    # no cross-tenant reads: the bakery's record does not show the gym's or garage's items
+    assert "gym" not in h["message"] + h["title"] and "garage" not in h["message"] + h["title"]
+
+
+def test_weekly_digest_for_one_contact(db: Database, tmp_path: Path, sink: WebhookSink) -> None:
+    start = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)  # Monday, after this week's 09:00
+    clock = ManualClock(start)
+    contacts = [{"name": "Marieke", "role": "owner", "channels": [sink.url("owner")],
+                 "digest": "weekly mon 09:00"}]
+    cfg = gym_config(tmp_path, sink, contacts=contacts, digest="daily 08:00")
+    eng = Engine(cfg, db, clock=clock)
+    eng.step()
+    quota(db, clock, "quota_warning", "mailbox", "sales@gym.example", level=80, percent=80.0)
+    for hours in (1, 24, 24 * 5, 24 * 6 + 22):  # Mon, Tue, Sat, Mon 08:00: not yet
+        clock.set(start + timedelta(hours=hours))
+        eng.step()
+    assert sink.requests == []
+    clock.set(datetime(2026, 12, 7, 9, 1, tzinfo=UTC))  # next Monday after 09:00
+    eng.step()
+    assert len(sink.to("owner")) == 1
+    assert "weekly on mon at 09:00" in sink.to("owner")[0]["body"]["message"]
+
+
+def test_deferrals_only_become_a_message_when_they_keep_happening(
+    db: Database, tmp_path: Path, sink: WebhookSink, clock: ManualClock
+) -> None:
+    cfg = gym_config(tmp_path, sink, deferrals_before_warning=3)
+    eng = Engine(cfg, db, clock=clock)
+
+    def deferred() -> None:
+        with db.session() as s:
+            record_event(s, "delivery_failed", account="gym", mailbox=BOX, at=clock.now(),
+                         data={"mailbox": BOX, "reason": "network", "permanent": False,
+                               "status": "4.4.1", "evidence": "status=deferred (timeout)"})
+
+    deferred()
+    deferred()
+    eng.step()
+    assert sink.requests == []
+    deferred()
+    eng.step()
+    assert len(sink.to("owner")) == 1 and "[WAARSCHUWING]" in sink.titles("owner")[0]

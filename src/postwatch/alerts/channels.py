@@ -11,6 +11,7 @@ import logging
 import re
 import threading
 import warnings
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
@@ -19,7 +20,8 @@ import apprise
 
 _SECRET_KEYS = re.compile(r"(token|key|secret|pass|pwd|auth|sig|session|cookie)", re.IGNORECASE)
 _EMAIL_IN = re.compile(r"[^@\s/<>,;:'\"]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
-_send_lock = threading.Lock()
+#: the warnings of the send() in progress in this context (thread or Apprise worker)
+_capture: ContextVar[list[str] | None] = ContextVar("postwatch_apprise_capture", default=None)
 _DEFAULTS = {
     "overflow": "upstream",
     "retry": "0",
@@ -47,15 +49,19 @@ class ChannelInfo:
 
 _loaded = False
 _load_lock = threading.Lock()
-#: secret pieces of every channel URL seen in this process, longest first
-_known_secrets: list[str] = []
+#: secret pieces of every channel URL seen in this process, longest first (replaced whole,
+#: never changed in place, so readers in other threads always see a complete tuple)
+_known_secrets: tuple[str, ...] = ()
+_secrets_lock = threading.Lock()
 
 
 def _remember(url: str, masked: str) -> None:
-    new = [f for f in secret_fragments(url, masked) if f not in _known_secrets]
+    global _known_secrets
+    new = set(secret_fragments(url, masked)) - set(_known_secrets)
     if new:
-        _known_secrets.extend(new)
-        _known_secrets.sort(key=len, reverse=True)
+        with _secrets_lock:
+            merged = set(_known_secrets) | new
+            _known_secrets = tuple(sorted(merged, key=len, reverse=True))
 
 
 def scrub(text: str) -> str:
@@ -83,6 +89,21 @@ class _Scrubber(logging.Filter):
 _scrubber = _Scrubber()
 
 
+class _Collector(logging.Handler):
+    """Hands Apprise's warnings to the send() whose context they were logged in."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        buf = _capture.get()
+        if buf is not None:
+            buf.append(scrub(record.getMessage()))
+
+
+_collector = _Collector()
+
+
 def _load_plugins() -> None:
     """Apprise loads its plug-ins on first use; some import modules that warn (imghdr)."""
     global _loaded
@@ -92,6 +113,7 @@ def _load_plugins() -> None:
         # Apprise's own log lines can hold secrets (custom headers, tokens in paths at DEBUG):
         # a filter on its logger scrubs every secret of every channel postwatch has seen.
         logging.getLogger("apprise").addFilter(_scrubber)
+        logging.getLogger("apprise").addHandler(_collector)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             apprise.Apprise.instantiate("json://localhost", suppress_exceptions=True)
@@ -201,7 +223,11 @@ def broken_path(info: ChannelInfo, avoid_addresses: set[str], avoid_domains: set
 
 
 def send(url: str, title: str, body: str) -> tuple[bool, str | None]:
-    """Send one message on one channel. Returns (ok, error); the error text is masked."""
+    """Send one message on one channel. Returns (ok, error); the error text is masked.
+
+    Safe to call from several threads at once: Apprise's warnings for this call are collected
+    through a context variable (Apprise copies the context into its worker threads).
+    """
     obj = _instantiate(url)
     shown = mask(url, obj)
     _remember(url, shown)
@@ -209,20 +235,16 @@ def send(url: str, title: str, body: str) -> tuple[bool, str | None]:
         return False, f"not an Apprise URL it can use: {shown}"
     ap = apprise.Apprise()
     ap.add(obj)
-    # one send at a time: LogCapture hooks Apprise's (global) logger to catch the error text
-    with _send_lock, apprise.LogCapture(level=logging.WARNING) as out:
-        try:
-            ok = bool(ap.notify(title=title, body=body, body_format=apprise.NotifyFormat.TEXT))
-        except Exception as exc:  # a plug-in that raises instead of reporting
-            ok, text = False, f"{type(exc).__name__}: {exc}"
-        else:
-            text = out.getvalue()
+    lines: list[str] = []
+    token = _capture.set(lines)
+    try:
+        ok = bool(ap.notify(title=title, body=body, body_format=apprise.NotifyFormat.TEXT))
+    except Exception as exc:  # a plug-in that raises instead of reporting
+        ok = False
+        lines.append(f"{type(exc).__name__}: {exc}")
+    finally:
+        _capture.reset(token)
     if ok:
         return True, None
-    error = scrub(_last_error(text) or "the channel reported a failure")
+    error = scrub("; ".join(lines[-3:]) or "the channel reported a failure")
     return False, error[:500]
-
-
-def _last_error(log_text: str) -> str:
-    lines = [ln.split(" - ", 2)[-1].strip() for ln in log_text.splitlines() if ln.strip()]
-    return "; ".join(lines[-3:])

@@ -27,6 +27,7 @@ def register(app: typer.Typer) -> None:
     def responsibilities(
         account: Annotated[str, typer.Option(help="the account id")],
         html: Annotated[bool, typer.Option("--html", help="a one-page HTML sheet")] = False,
+        language: Annotated[str, typer.Option("--language", help="en or nl")] = "en",
         config: ConfigOpt = DEFAULT_CONFIG_PATH,
     ) -> None:
         """Print who is told about what for an account (text, or HTML to attach to an agreement)."""
@@ -38,7 +39,10 @@ def register(app: typer.Typer) -> None:
             acc = cfg.account(account)
         except KeyError:
             fail(f"no account {account!r} in {config}")
-        typer.echo(html_sheet(cfg, acc) if html else text_sheet(cfg, acc), nl=False)
+        if language not in ("en", "nl"):
+            fail(f"--language: en or nl, not {language!r}")
+        sheet = html_sheet(cfg, acc, language) if html else text_sheet(cfg, acc, language)
+        typer.echo(sheet, nl=False)
 
     @alerts.command("list")
     def list_(
@@ -48,6 +52,7 @@ def register(app: typer.Typer) -> None:
         config: ConfigOpt = DEFAULT_CONFIG_PATH,
     ) -> None:
         """List open alerts (newest first)."""
+        from postwatch.alerts.engine import Engine
         from postwatch.alerts.queries import list_alerts
         from postwatch.cli import open_config, open_store
 
@@ -55,6 +60,9 @@ def register(app: typer.Typer) -> None:
         db = open_store(cfg)
         with db.session(readonly=True) as s:
             rows = list_alerts(s, account=account, include_resolved=all_)
+            held = Engine(cfg, db).held_back(s)
+        for r in rows:
+            r["held_back"] = held.get(r["id"], "")
         if as_json:
             typer.echo(json.dumps(rows, ensure_ascii=False, indent=2))
             return
@@ -62,10 +70,11 @@ def register(app: typer.Typer) -> None:
             typer.echo("no open alerts" if not all_ else "no alerts")
         for r in rows:
             ack = f" acked by {r['acked_by']}" if r["acked_by"] else ""
+            hold = f" [held back: {r['held_back']}]" if r["held_back"] else ""
             typer.echo(
                 f"{r['id']:>6} {r['state']:<12} {r['severity']:<8} {r['account']:<12} "
                 f"{r['rule']:<13} {r['subject']}  x{r['count']} since {r['started_at']}"
-                f" level {r['level']}{ack}"
+                f" level {r['level']}{ack}{hold}"
             )
 
     @alerts.command("ack")
@@ -204,6 +213,34 @@ def register(app: typer.Typer) -> None:
             s.flush()
             sid = row.id
         typer.echo(f"silence {sid} until {(now + length).isoformat(timespec='minutes')}")
+
+    @alerts.command("silences")
+    def silences(config: ConfigOpt = DEFAULT_CONFIG_PATH) -> None:
+        """Silences (from the config and from `alerts silence`) and maintenance windows."""
+        from sqlalchemy import select
+
+        from postwatch.cli import open_config, open_store
+        from postwatch.store.models_alerts import AlertSilence
+
+        cfg = open_config(config)
+        db = open_store(cfg)
+        now = datetime.now(UTC)
+        for sc in cfg.alerts.silences:
+            typer.echo(
+                f"config  account={sc.account or '*'} concern={sc.concern or '*'} "
+                f"subject={sc.subject or '*'} until {sc.ends.isoformat()} {sc.reason}"
+            )
+        with db.session(readonly=True) as s:
+            for row in s.scalars(select(AlertSilence).where(AlertSilence.ends > now)):
+                typer.echo(
+                    f"{row.id:<7} account={row.account or '*'} concern={row.concern or '*'} "
+                    f"subject={row.subject or '*'} until {row.ends.isoformat()} {row.reason}"
+                )
+        for m in cfg.alerts.maintenance:
+            typer.echo(
+                f"maintenance {','.join(m.days)} {m.start}-{m.end} {m.timezone} "
+                f"accounts={','.join(m.accounts) or '*'} {m.reason}"
+            )
 
     @alerts.command("unsilence")
     def unsilence(

@@ -20,11 +20,13 @@ from __future__ import annotations
 import logging
 import time as _time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from postwatch.alerts import channels as channels_mod
@@ -47,8 +49,13 @@ log = logging.getLogger("postwatch.alerts")
 
 Sender = Callable[[str, str, str], tuple[bool, str | None]]
 OPEN = ("firing", "acknowledged")
-#: a gap in event ids younger than this is waited for (PostgreSQL commits out of id order)
+#: a gap in event ids is waited for this long (PostgreSQL commits out of id order)...
 HOLE_WAIT = 2.0
+#: ...when the event after it is this recent (else the gap is an old rollback)
+RECENT = timedelta(seconds=30)
+_CANCELLED_BY_RESOLVE = "resolved before it was sent"
+#: contacts served at the same time by one step
+SEND_THREADS = 8
 
 
 @dataclass
@@ -133,6 +140,10 @@ class Engine:
         self.sender: Sender = sender or channels_mod.send
         self.batch = batch
         self._hole_seen: dict[int, float] = {}
+        #: digest times already handled (a cache of alert_state rows, saves a query a step)
+        self._digest_done: dict[str, datetime] = {}
+        #: events and alerts that raised (logged once each)
+        self._broken: set[str] = set()
         self._accounts = {a.id: a for a in config.accounts}
 
     # ------------------------------------------------------------------ the loop
@@ -150,9 +161,8 @@ class Engine:
         """Serialise steps across processes (SQLite: BEGIN IMMEDIATE already does)."""
         row = s.get(AlertState, "cursor", with_for_update=True)
         if row is None:
-            s.add(AlertState(key="cursor", value="0"))
-            s.flush()
-            s.get(AlertState, "cursor", with_for_update=True)
+            links.ensure_state(s, "cursor", "0")
+            s.get(AlertState, "cursor", with_for_update=True, populate_existing=True)
 
     # ------------------------------------------------------------------ 1. events
     def process_events(self, s: Session) -> int:
@@ -166,10 +176,15 @@ class Engine:
                 break
             stop = False
             for ev in evs:
-                if ev.id != cursor + 1 and not self.db.is_sqlite and self._young_hole(cursor + 1):
-                    stop = True
+                if (
+                    ev.id != cursor + 1
+                    and not self.db.is_sqlite
+                    and ev.at > datetime.now(UTC) - RECENT
+                    and self._young_hole(cursor + 1)
+                ):
+                    stop = True  # an older id may still be committing: wait for it a moment
                     break
-                self._apply(s, ev)
+                self._guarded(s, f"event {ev.id} ({ev.kind})", self._apply, s, ev)
                 cursor = ev.id
                 done += 1
             row.value = str(cursor)
@@ -203,6 +218,8 @@ class Engine:
         key = rules.fingerprint(sig.account, sig.concern, sig.subject, sig.rule)
         alert = s.scalar(select(Alert).where(Alert.open_key == key))
         if alert is None:
+            alert = self._reopen(s, key, ev)
+        if alert is None:
             alert = Alert(
                 fingerprint=key,
                 open_key=key,
@@ -221,6 +238,7 @@ class Engine:
                 last_event=ev.id,
                 data=dict(sig.data),
             )
+            self._by_count(alert)
             s.add(alert)
             s.flush()
             record_event(
@@ -237,13 +255,83 @@ class Engine:
         alert.last_seen_at = max(alert.last_seen_at, ev.at)
         alert.last_event = ev.id
         alert.data = {**alert.data, **sig.data}
-        if rules.RANK[sig.severity] > rules.RANK[alert.severity]:
-            alert.severity = sig.severity
+        severity = sig.severity
+        if rules.RANK[severity] > rules.RANK[alert.severity]:
+            alert.severity = severity
             alert.announced = False  # worse than before: tell again
             if alert.state == "acknowledged":
                 alert.state = "firing"
                 alert.acked_at = None
                 alert.acked_by = None
+        if self._by_count(alert):
+            alert.announced = False
+
+    def _by_count(self, alert: Alert) -> bool:
+        """Temporary delivery failures: low until they keep happening, then a warning."""
+        limit = self.config.alerts.deferrals_before_warning
+        if alert.rule == "delivery" and alert.severity == "low" and alert.count >= limit:
+            alert.severity = "warning"
+            return True
+        return False
+
+    def _reopen(self, s: Session, key: str, ev: Event) -> Alert | None:
+        """An alert that resolved moments ago and whose resolution has not been sent yet is
+        opened again (a flap), instead of a new alert and a new message."""
+        now = self.clock.now()
+        recent = s.scalar(
+            select(Alert)
+            .where(Alert.fingerprint == key, Alert.state == "resolved")
+            .order_by(Alert.id.desc())
+            .limit(1)
+        )
+        if recent is None or recent.resolved_at is None:
+            return None
+        if recent.resolved_at < min(now, ev.at) - self.config.alerts.flap_hold:
+            return None
+        told_over = s.scalar(
+            select(AlertNotification.id).where(
+                AlertNotification.alert_id == recent.id,
+                AlertNotification.kind == "resolved",
+                AlertNotification.state.in_(("sending", "sent")),
+            )
+        )
+        if told_over is not None:
+            return None
+        s.execute(
+            update(AlertNotification)
+            .where(
+                AlertNotification.alert_id == recent.id,
+                AlertNotification.state == "pending",
+                AlertNotification.kind == "resolved",
+            )
+            .values(state="cancelled", error="it came back before this was sent")
+        )
+        s.execute(  # messages the resolution had cancelled are wanted again
+            update(AlertNotification)
+            .where(
+                AlertNotification.alert_id == recent.id,
+                AlertNotification.state == "cancelled",
+                AlertNotification.error == _CANCELLED_BY_RESOLVE,
+            )
+            .values(state="pending", error=None)
+        )
+        recent.state = "acknowledged" if recent.acked_at is not None else "firing"
+        recent.open_key = key
+        recent.resolved_at = None
+        recent.data = {k: v for k, v in recent.data.items() if k != "resolution"}
+        account = self._accounts.get(recent.account)
+        if recent.announced and recent.state == "firing" and account is not None:
+            recent.next_reminder_at = now + self.config.alerts.repeat_every
+            recent.next_escalation_at = self._next_escalation(account, recent, now)
+        record_event(
+            s,
+            "alert_fired",
+            account=recent.account,
+            mailbox=recent.subject if recent.concern == "mailbox" else None,
+            data=_alert_event_data(recent) | {"event": ev.id, "reopened": True},
+            at=now,
+        )
+        return recent
 
     def _resolve(
         self, s: Session, alert: Alert, at: datetime, facts: dict[str, Any] | None = None
@@ -259,7 +347,7 @@ class Engine:
         s.execute(
             update(AlertNotification)
             .where(AlertNotification.alert_id == alert.id, AlertNotification.state == "pending")
-            .values(state="cancelled", error="resolved before it was sent")
+            .values(state="cancelled", error=_CANCELLED_BY_RESOLVE)
         )
         record_event(
             s,
@@ -301,43 +389,90 @@ class Engine:
             by_subject.setdefault((a.account, a.concern, a.subject), []).append(a)
         db_silences = list(s.scalars(select(AlertSilence).where(AlertSilence.ends > now)))
         for a in open_alerts:
-            account = self._accounts.get(a.account)
-            if account is None or a.state != "firing" or a.severity == "low":
-                continue
-            if self.suppressed(a, by_subject, db_silences, now):
-                continue
-            if not a.announced:
-                for contact in self._told_up_to(account, a):
-                    self._notify(s, a, account, contact, "fired", now)
-                a.announced = True
-                a.next_reminder_at = now + self.config.alerts.repeat_every
-                a.next_escalation_at = self._next_escalation(account, a, now)
-                work += 1
-                continue
-            if a.next_escalation_at is not None and a.next_escalation_at <= now:
-                a.level += 1
-                level_contacts = routing.contacts_for_level(
-                    self.config, account, a.concern, a.level
-                )
-                for contact in level_contacts:
-                    self._notify(s, a, account, contact, "escalated", now)
-                record_event(
-                    s,
-                    "alert_escalated",
-                    account=a.account,
-                    mailbox=a.subject if a.concern == "mailbox" else None,
-                    data=_alert_event_data(a) | {"level": a.level},
-                    at=now,
-                )
-                a.next_escalation_at = self._next_escalation(account, a, now)
-                work += 1
-            if a.next_reminder_at is not None and a.next_reminder_at <= now:
-                for contact in self._told_up_to(account, a):
-                    self._notify(s, a, account, contact, "reminder", now)
-                a.next_reminder_at = now + self.config.alerts.repeat_every
-                work += 1
+            work += self._guarded(
+                s, f"alert {a.id}", self._due, s, a, by_subject, db_silences, now
+            )
         work += self._digests(s, open_alerts, by_subject, db_silences, now)
         return work
+
+    def _guarded(self, s: Session, what: str, fn: Callable[..., int | None], *args: Any) -> int:
+        """Run one unit of work in a savepoint: a bad event or alert is logged and passed
+        over instead of stopping every alert behind it. Store errors still stop the step."""
+        try:
+            with s.begin_nested():
+                return fn(*args) or 0
+        except SQLAlchemyError:
+            raise
+        except Exception:
+            if what not in self._broken:
+                self._broken.add(what)
+                log.exception("alerts: %s could not be handled; passed over", what)
+            return 0
+
+    def _due(
+        self,
+        s: Session,
+        a: Alert,
+        by_subject: dict[tuple[str, str, str], list[Alert]],
+        db_silences: list[AlertSilence],
+        now: datetime,
+    ) -> int:
+        """Announce, escalate or remind one alert when due; returns the work done."""
+        work = 0
+        account = self._accounts.get(a.account)
+        if account is None or a.state != "firing" or a.severity == "low":
+            return 0
+        if self.suppressed(a, by_subject, db_silences, now):
+            return 0
+        if not a.announced:
+            for contact in self._told_up_to(account, a):
+                self._notify(s, a, account, contact, "fired", now)
+            a.announced = True
+            a.next_reminder_at = now + self.config.alerts.repeat_every
+            a.next_escalation_at = self._next_escalation(account, a, now)
+            return 1
+        if (
+            a.next_escalation_at is not None
+            and a.next_escalation_at > now
+            and self._nobody_reached(s, a)
+        ):
+            a.next_escalation_at = now  # every message failed for good: do not wait
+        if a.next_escalation_at is not None and a.next_escalation_at <= now:
+            a.level += 1
+            level_contacts = routing.contacts_for_level(
+                self.config, account, a.concern, a.level
+            )
+            for contact in level_contacts:
+                self._notify(s, a, account, contact, "escalated", now)
+            record_event(
+                s,
+                "alert_escalated",
+                account=a.account,
+                mailbox=a.subject if a.concern == "mailbox" else None,
+                data=_alert_event_data(a) | {"level": a.level},
+                at=now,
+            )
+            a.next_escalation_at = self._next_escalation(account, a, now)
+            work += 1
+        if a.next_reminder_at is not None and a.next_reminder_at <= now:
+            for contact in self._told_up_to(account, a):
+                self._notify(s, a, account, contact, "reminder", now)
+            a.next_reminder_at = now + self.config.alerts.repeat_every
+            work += 1
+        return work
+
+    @staticmethod
+    def _nobody_reached(s: Session, a: Alert) -> bool:
+        states = set(
+            s.scalars(
+                select(AlertNotification.state).where(
+                    AlertNotification.alert_id == a.id,
+                    AlertNotification.kind.in_(("fired", "escalated")),
+                    AlertNotification.state != "cancelled",
+                )
+            )
+        )
+        return states == {"failed"}
 
     def _told_up_to(self, account: AccountConfig, a: Alert) -> list[ContactConfig]:
         out: list[ContactConfig] = []
@@ -350,6 +485,21 @@ class Engine:
         if a.level + 1 < len(levels):
             return now + self.config.alerts.escalate_after
         return None
+
+    def held_back(self, s: Session) -> dict[int, str]:
+        """Open alerts whose notifications are held back now, and why."""
+        now = self.clock.now()
+        open_alerts = list(s.scalars(select(Alert).where(Alert.state.in_(OPEN))))
+        by_subject: dict[tuple[str, str, str], list[Alert]] = {}
+        for a in open_alerts:
+            by_subject.setdefault((a.account, a.concern, a.subject), []).append(a)
+        db_silences = list(s.scalars(select(AlertSilence).where(AlertSilence.ends > now)))
+        out = {}
+        for a in open_alerts:
+            why = self.suppressed(a, by_subject, db_silences, now)
+            if why:
+                out[a.id] = why
+        return out
 
     def suppressed(
         self,
@@ -465,11 +615,13 @@ class Engine:
             escalate_after=_fmt_duration(self.config.alerts.escalate_after),
         )
         not_before = now
+        if kind == "resolved":  # wait a moment: if it comes back, nobody is told it is over
+            not_before = now + self.config.alerts.flap_hold
         # only the start and the escalation of a critical alert break quiet hours
         if a.severity != "critical" or kind not in ("fired", "escalated"):
             quiet_end = schedule.quiet_until(contact.quiet_hours, tz, now)
             if quiet_end is not None:
-                not_before = quiet_end
+                not_before = max(not_before, quiet_end)
         n = AlertNotification(
             alert_id=a.id,
             account=account.id,
@@ -498,9 +650,6 @@ class Engine:
         db_silences: list[AlertSilence],
         now: datetime,
     ) -> int:
-        spec = self.config.alerts.digest
-        if spec == "off":
-            return 0
         people: dict[str, list[tuple[AccountConfig, ContactConfig]]] = {}
         for account in self.config.accounts:
             for contact in account.contacts:
@@ -512,15 +661,19 @@ class Engine:
         for key, entries in people.items():
             first_contact = entries[0][1]
             tz = self._tz(first_contact)
+            spec = first_contact.digest or self.config.alerts.digest
             due = schedule.last_digest_time(spec, tz, now)
             if due is None:
                 continue
             state_key = f"digest:{key}"[:200]
+            if self._digest_done.get(state_key) == due:
+                continue
             row = s.get(AlertState, state_key)
             if row is None:
                 s.add(AlertState(key=state_key, value=due.isoformat()))
                 continue
             if datetime.fromisoformat(row.value) >= due:
+                self._digest_done[state_key] = due
                 continue
             row.value = due.isoformat()
             items: list[messages.DigestItem] = []
@@ -558,6 +711,20 @@ class Engine:
                 accounts=", ".join(accounts),
             )
             _account0, contact0 = entries[0]
+            data: dict[str, Any] = {"alerts": [it.facts.id for it in items], "accounts": accounts}
+            if len(accounts) > 1:
+                # the record of one account must not show another account's items
+                per: dict[str, dict[str, str]] = {}
+                for acc_id in accounts:
+                    t_acc, b_acc = messages.render_digest(
+                        [it for it in items if it.facts.account_id == acc_id],
+                        lang=lang,
+                        tz=tz,
+                        when=schedule.describe_digest(spec, lang),
+                        accounts=acc_id,
+                    )
+                    per[acc_id] = {"title": t_acc, "body": b_acc}
+                data["per_account"] = per
             s.add(
                 AlertNotification(
                     alert_id=None,
@@ -573,7 +740,7 @@ class Engine:
                     created_at=now,
                     not_before=schedule.quiet_until(contact0.quiet_hours, tz, now) or now,
                     rounds=0,
-                    data={"alerts": [it.facts.id for it in items], "accounts": accounts},
+                    data=data,
                 )
             )
             work += 1
@@ -594,11 +761,13 @@ class Engine:
 
     # ------------------------------------------------------------------ 3. sending
     def send_due(self, limit: int = 200) -> int:
+        """Send what is due. Each contact's messages go out in order, one after the other;
+        different contacts in parallel, so a channel that hangs delays only its own contact."""
         now = self.clock.now()
         with self.db.session() as s:
-            ids = list(
-                s.scalars(
-                    select(AlertNotification.id)
+            rows = list(
+                s.execute(
+                    select(AlertNotification.id, AlertNotification.contact_key)
                     .where(
                         AlertNotification.not_before <= now,
                         (AlertNotification.state == "pending")
@@ -609,14 +778,26 @@ class Engine:
                     )
                     .order_by(AlertNotification.id)
                     .limit(limit)
-                )
+                ).all()
             )
-        sent = 0
-        for nid in ids:
+        groups: dict[str, list[int]] = {}
+        for nid, key in rows:
             if self._claim(nid, now):
+                groups.setdefault(key, []).append(nid)
+        if not groups:
+            return 0
+        if len(groups) == 1:
+            for nid in next(iter(groups.values())):
                 self._deliver(nid)
-                sent += 1
-        return sent
+        else:
+            with ThreadPoolExecutor(max_workers=min(SEND_THREADS, len(groups))) as pool:
+                for _ in pool.map(self._deliver_all, groups.values()):
+                    pass
+        return sum(len(g) for g in groups.values())
+
+    def _deliver_all(self, ids: list[int]) -> None:
+        for nid in ids:
+            self._deliver(nid)
 
     def _claim(self, nid: int, now: datetime) -> bool:
         with self.db.session() as s:
@@ -708,6 +889,8 @@ class Engine:
         with self.db.session() as s:
             n = s.get(AlertNotification, nid, with_for_update=True)
             assert n is not None
+            alert = s.get(Alert, n.alert_id) if n.alert_id is not None else None
+            box = alert.subject if alert is not None and alert.concern == "mailbox" else None
             base = {
                 "alert": n.alert_id,
                 "notification": n.id,
@@ -726,7 +909,7 @@ class Engine:
                 data = base | {"channel": masked}
                 if error:
                     data["error"] = error
-                record_event(s, kind, account=n.account, data=data, at=at)
+                record_event(s, kind, account=n.account, mailbox=box, data=data, at=at)
             if sent_on is not None:
                 n.state, n.sent_at, n.channel, n.error = "sent", now, sent_on, None
                 return
@@ -739,6 +922,7 @@ class Engine:
                     s,
                     "notification_failed",
                     account=n.account,
+                    mailbox=box,
                     data=base | {"channel": None, "error": last_error, "final": True},
                     at=now,
                 )

@@ -39,10 +39,25 @@ def link_secret(config: Config, session: Session) -> str:
         return config.alerts.secret.get_secret_value()
     row = session.get(AlertState, "link_secret")
     if row is None:
-        row = AlertState(key="link_secret", value=secrets.token_urlsafe(32))
-        session.add(row)
-        session.flush()
+        ensure_state(session, "link_secret", secrets.token_urlsafe(32))
+        row = session.get(AlertState, "link_secret", populate_existing=True)
+        assert row is not None
     return row.value
+
+
+def ensure_state(session: Session, key: str, value: str) -> None:
+    """Insert a state row unless another process already did (no error on the race)."""
+    table = AlertState
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        session.execute(pg_insert(table).values(key=key, value=value).on_conflict_do_nothing())
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        session.execute(
+            sqlite_insert(table).values(key=key, value=value).on_conflict_do_nothing()
+        )
 
 
 def _serializer(secret: str, now: datetime | None) -> URLSafeTimedSerializer:

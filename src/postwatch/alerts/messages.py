@@ -39,6 +39,14 @@ T: dict[str, dict[str, str]] = {
             "{n} website sign-ups could not be delivered since {since}; they are kept and "
             "will be delivered when the mailbox takes mail again."
         ),
+        "cost_text1": (
+            "1 website sign-up could not be delivered since {since}; "
+            "it is kept and was sent to {fallback}."
+        ),
+        "cost_nofb1": (
+            "1 website sign-up could not be delivered since {since}; it is kept and "
+            "will be delivered when the mailbox takes mail again."
+        ),
         "todo": "What to do",
         "evidence": "Evidence",
         "escalated_note": (
@@ -112,6 +120,14 @@ T: dict[str, dict[str, str]] = {
         "cost_nofb": (
             "{n} aanmeldingen via de website konden sinds {since} niet worden bezorgd; ze zijn "
             "bewaard en worden bezorgd zodra de mailbox weer mail aanneemt."
+        ),
+        "cost_text1": (
+            "1 aanmelding via de website kon sinds {since} niet worden bezorgd; "
+            "hij is bewaard en doorgestuurd naar {fallback}."
+        ),
+        "cost_nofb1": (
+            "1 aanmelding via de website kon sinds {since} niet worden bezorgd; hij is "
+            "bewaard en wordt bezorgd zodra de mailbox weer mail aanneemt."
         ),
         "todo": "Wat te doen",
         "evidence": "Bewijs",
@@ -298,7 +314,7 @@ def render(
     lines.append(f"{t['since']}: {local(f.started_at, tz)}; " + counted.format(n=max(1, f.count)))
     if f.held:
         since = _when(f.held_since or f.started_at, tz, now)
-        key = "cost_text" if f.fallback else "cost_nofb"
+        key = ("cost_text" if f.fallback else "cost_nofb") + ("1" if f.held == 1 else "")
         cost = t[key].format(n=f.held, since=since, fallback=", ".join(f.fallback))
         lines.append(f"{t['cost']}: {cost}")
     if kind != "resolved":

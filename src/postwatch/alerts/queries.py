@@ -72,6 +72,11 @@ def history(
     for n, a in s.execute(q).all():
         if n.account is None and account not in (n.data.get("accounts") or []):
             continue
+        title, body = n.title, n.body
+        if n.account is None:  # a digest over several accounts: only this account's part
+            part = (n.data.get("per_account") or {}).get(account) or {}
+            title = str(part.get("title") or f"digest ({account})")
+            body = str(part.get("body") or "")
         attempts = s.scalars(
             select(AlertAttempt)
             .where(AlertAttempt.notification_id == n.id)
@@ -91,8 +96,8 @@ def history(
                 "state": n.state,
                 "channel": n.channel,
                 "error": n.error,
-                "title": n.title,
-                "message": n.body,
+                "title": title,
+                "message": body,
                 "acked_at": a.acked_at.isoformat() if a and a.acked_at else None,
                 "acked_by": a.acked_by if a else None,
                 "attempts": [

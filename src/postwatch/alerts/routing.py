@@ -72,11 +72,13 @@ def ladder(config: Config, account: AccountConfig, concern: str) -> list[list[st
     someone new while there is anyone left.
     """
     present = {c.role for c in account.contacts}
-    first = [r for r in responsibilities(account).get(concern, ["owner"]) if r in present]
+    wanted = responsibilities(account).get(concern, ["owner"])
+    first = [r for r in wanted if r in present]
     chain = config.alerts.escalation
     levels: list[list[str]] = [first] if first else []
     seen = set(first)
-    start = max((chain.index(r) for r in first if r in chain), default=-1)
+    # escalation goes on from the highest responsible role, even when nobody has that role
+    start = max((chain.index(r) for r in wanted if r in chain), default=-1)
     for role in chain[start + 1 :]:
         if role in present and role not in seen:
             levels.append([role])

@@ -64,12 +64,22 @@ class EventView:
     data: dict[str, Any]
 
 
+_index: tuple[Config, dict[str, str]] | None = None
+
+
+def mailbox_account(config: Config, mailbox: str) -> str | None:
+    """The account id of a watched mailbox (an index built once per config, not a scan)."""
+    global _index
+    if _index is None or _index[0] is not config:
+        _index = (config, {m.address: a.id for a, m in config.mailboxes()})
+    return _index[1].get(mailbox.lower())
+
+
 def _account(config: Config, ev: EventView, mailbox: str | None) -> str | None:
     if ev.account:
         return ev.account
     if mailbox:
-        acc = config.mailbox_account(mailbox)
-        return acc.id if acc else None
+        return mailbox_account(config, mailbox)
     return None
 
 
@@ -91,7 +101,9 @@ def _delivery_problem(config: Config, ev: EventView, mailbox: str | None) -> lis
     if ev.data.get("reason") == "mailbox_full":
         return [Signal("fire", acc, "mailbox", mailbox, ("mailbox_full",), "critical", facts)]
     permanent = bool(ev.data.get("permanent"))
-    sev = "critical" if permanent else "warning"
+    # a temporary failure (deferred) is worth a message only when it keeps happening: it
+    # starts low and becomes a warning after alerts.deferrals_before_warning (engine)
+    sev = "critical" if permanent else "low"
     return [Signal("fire", acc, "mailbox", mailbox, ("delivery",), sev, facts)]
 
 
@@ -119,7 +131,7 @@ def on_delivery_failed(config: Config, ev: EventView) -> list[Signal]:
 
 def on_delivery_attempt(config: Config, ev: EventView) -> list[Signal]:
     rcpt = ev.data.get("recipient") or ev.mailbox
-    if not rcpt or config.mailbox_account(str(rcpt)) is None:
+    if not rcpt or mailbox_account(config, str(rcpt)) is None:
         return []  # only the watched mailboxes
     result = ev.data.get("result")
     if result == "delivered":

@@ -1,7 +1,7 @@
 """The responsibility sheet of one account: who is told about what, how, and who is next.
 
 Plain text for the terminal and a one-page HTML document (everything escaped) a hoster can
-attach to the agreement with the customer.
+attach to the agreement with the customer; in English or Dutch.
 """
 
 from __future__ import annotations
@@ -13,20 +13,91 @@ from postwatch.alerts.engine import _fmt_duration
 from postwatch.alerts.schedule import describe_digest
 from postwatch.config import AccountConfig, Config
 
+L = {
+    "en": {
+        "title": "Responsibilities: {name}",
+        "account": "Account",
+        "watched": "Mailboxes watched",
+        "sites": "Sites",
+        "none": "none",
+        "who": "Who is told about what",
+        "concern": "Concern",
+        "first": "First told",
+        "then": "Then, if nobody acknowledges",
+        "nobody": "nobody: no contact with role {roles}",
+        "contacts": "Contacts and channels (tried in order)",
+        "name": "Name",
+        "role": "Role",
+        "language": "Language",
+        "quiet": "Quiet hours",
+        "channels": "Channels",
+        "no_channels": "(no channels)",
+        "unusable": "not usable",
+        "same_path": "not used for this account's mailbox alerts: same mail path",
+        "rules": "Rules",
+        "r_escalate": "Not acknowledged within {after}: the next role along {chain} is told.",
+        "r_repeat": "Reminders every {every} while an alert is firing and not acknowledged.",
+        "r_digest": "Low-severity items (e.g. 80% full) go into one digest, {when}.",
+        "r_quiet": "Critical alerts are sent during quiet hours too; others wait until they end.",
+        "r_path": (
+            "A notification about a mailbox is never sent to that mailbox, nor through the "
+            "mail server that is failing it; the next channel is used instead."
+        ),
+        "off": "off",
+        "default": "default",
+    },
+    "nl": {
+        "title": "Verantwoordelijkheden: {name}",
+        "account": "Account",
+        "watched": "Bewaakte mailboxen",
+        "sites": "Websites",
+        "none": "geen",
+        "who": "Wie hoort waarover",
+        "concern": "Onderwerp",
+        "first": "Eerst gemeld aan",
+        "then": "Daarna, als niemand bevestigt",
+        "nobody": "niemand: geen contact met rol {roles}",
+        "contacts": "Contactpersonen en kanalen (in deze volgorde geprobeerd)",
+        "name": "Naam",
+        "role": "Rol",
+        "language": "Taal",
+        "quiet": "Stille uren",
+        "channels": "Kanalen",
+        "no_channels": "(geen kanalen)",
+        "unusable": "niet bruikbaar",
+        "same_path": "niet gebruikt voor mailboxmeldingen van dit account: zelfde mailpad",
+        "rules": "Afspraken",
+        "r_escalate": (
+            "Niet bevestigd binnen {after}: de volgende rol in {chain} krijgt de melding."
+        ),
+        "r_repeat": "Herinneringen elke {every} zolang een melding actief en niet bevestigd is.",
+        "r_digest": "Minder dringende punten (bijv. 80% vol) komen in één overzicht, {when}.",
+        "r_quiet": (
+            "Kritieke meldingen komen ook in stille uren; andere wachten tot die voorbij zijn."
+        ),
+        "r_path": (
+            "Een melding over een mailbox gaat nooit naar die mailbox, en nooit via de "
+            "mailserver die hem weigert; dan wordt het volgende kanaal gebruikt."
+        ),
+        "off": "uit",
+        "default": "standaard",
+    },
+}
 
-def _rows(config: Config, account: AccountConfig) -> list[tuple[str, str, str, str]]:
+
+def _rows(config: Config, account: AccountConfig, lang: str) -> list[tuple[str, str, str, str]]:
     """(concern, described, first told, then)."""
+    t = L[lang]
     out = []
     matrix = routing.responsibilities(account)
     for concern in sorted(matrix, key=lambda c: (c not in routing.CONCERNS, c)):
         levels = routing.ladder(config, account, concern)
-        desc = routing.CONCERN_TEXT["en"].get(concern, concern)
+        desc = routing.CONCERN_TEXT[lang].get(concern, concern)
         first = ", ".join(
             f"{c.name} ({c.role})" for c in account.contacts if levels and c.role in levels[0]
         )
-        wanted = ", ".join(matrix[concern])
         if not first:
-            first = f"nobody: no contact with role {wanted}"
+            first = t["nobody"].format(roles=", ".join(matrix[concern]))
         then = " -> ".join(
             ", ".join(f"{c.name} ({c.role})" for c in account.contacts if c.role in lv)
             for lv in levels[1:]
@@ -35,7 +106,8 @@ def _rows(config: Config, account: AccountConfig) -> list[tuple[str, str, str, s
     return out
 
 
-def _contacts(account: AccountConfig) -> list[tuple[str, str, str, str, list[str]]]:
+def _contacts(account: AccountConfig, lang: str) -> list[tuple[str, str, str, str, list[str]]]:
+    t = L[lang]
     out: list[tuple[str, str, str, str, list[str]]] = []
     own = routing.own_mail_path(account)
     for c in account.contacts:
@@ -43,70 +115,74 @@ def _contacts(account: AccountConfig) -> list[tuple[str, str, str, str, list[str
         for info in routing.contact_channels(c):
             note = ""
             if not info.valid:
-                note = "  [not usable: " + (info.error or "invalid") + "]"
+                note = f"  [{t['unusable']}: {info.error or '?'}]"
             elif own.reason(info):
-                note = "  [not used for this account's mailbox alerts: same mail path]"
+                note = f"  [{t['same_path']}]"
             chans.append(info.masked + note)
         quiet = c.quiet_hours or "-"
-        tz = c.timezone or "default"
+        tz = c.timezone or t["default"]
         out.append((c.name, c.role, c.language, f"{quiet} ({tz})", chans))
     return out
 
 
-def text_sheet(config: Config, account: AccountConfig) -> str:
+def _rules(config: Config, lang: str) -> list[str]:
+    t = L[lang]
     a = config.alerts
-    lines = [
-        f"Responsibilities: {account.name or account.id} (account {account.id})",
-        "",
-        "Watched: "
-        + (", ".join(m.address for m in account.mailboxes) or "no mailboxes")
-        + "; "
-        + (", ".join(str(s.root) for s in account.sites) or "no sites"),
-        "",
-        "Concern      First told                          Then, if nobody acknowledges",
+    return [
+        t["r_escalate"].format(after=_fmt_duration(a.escalate_after),
+                               chain=" -> ".join(a.escalation)),
+        t["r_repeat"].format(every=_fmt_duration(a.repeat_every)),
+        t["r_digest"].format(when=describe_digest(a.digest, lang) or t["off"]),
+        t["r_quiet"],
+        t["r_path"],
     ]
-    for concern, desc, first, then in _rows(config, account):
+
+
+def text_sheet(config: Config, account: AccountConfig, lang: str = "en") -> str:
+    t = L[lang]
+    lines = [
+        t["title"].format(name=account.name or account.id) + f" ({t['account']} {account.id})",
+        "",
+        f"{t['watched']}: " + (", ".join(m.address for m in account.mailboxes) or t["none"]),
+        f"{t['sites']}: " + (", ".join(str(s.root) for s in account.sites) or t["none"]),
+        "",
+        f"{t['concern']:<12} {t['first']:<35} {t['then']}",
+    ]
+    for concern, desc, first, then in _rows(config, account, lang):
         lines.append(f"{concern:<12} {first:<35} {then}")
         lines.append(f"{'':<12} ({desc})")
-    lines += ["", "Contacts"]
-    for name, role, lang, quiet, chans in _contacts(account):
-        lines.append(f"- {name} ({role}, {lang}), quiet hours {quiet}")
+    lines += ["", t["contacts"]]
+    for name, role, language, quiet, chans in _contacts(account, lang):
+        lines.append(f"- {name} ({role}, {language}), {t['quiet'].lower()} {quiet}")
         for i, ch in enumerate(chans, 1):
             lines.append(f"    {i}. {ch}")
         if not chans:
-            lines.append("    (no channels)")
-    lines += [
-        "",
-        "Rules",
-        f"- Escalation: not acknowledged within {_fmt_duration(a.escalate_after)} -> next "
-        f"role along {' -> '.join(a.escalation)}.",
-        f"- Reminders every {_fmt_duration(a.repeat_every)} while firing and not acknowledged.",
-        f"- Low-severity items (e.g. 80% full) go into one digest, "
-        f"{describe_digest(a.digest, 'en') or 'off'}.",
-        "- Critical alerts are sent during quiet hours too; others wait until they end.",
-        "- A notification about a mailbox is never sent to that mailbox, nor through the mail "
-        "server that is failing it; the next channel is used instead.",
-    ]
+            lines.append(f"    {t['no_channels']}")
+    lines += ["", t["rules"]]
+    lines += [f"- {r}" for r in _rules(config, lang)]
     return "\n".join(lines) + "\n"
 
 
-def html_sheet(config: Config, account: AccountConfig) -> str:
-    a = config.alerts
+def html_sheet(config: Config, account: AccountConfig, lang: str = "en") -> str:
+    t = L[lang]
     e = escape
     rows = "".join(
         f"<tr><td><strong>{e(c)}</strong><br><small>{e(d)}</small></td><td>{e(f)}</td>"
-        f"<td>{e(t)}</td></tr>"
-        for c, d, f, t in _rows(config, account)
+        f"<td>{e(th)}</td></tr>"
+        for c, d, f, th in _rows(config, account, lang)
     )
     contacts = "".join(
-        f"<tr><td>{e(n)}</td><td>{e(r)}</td><td>{e(lang)}</td><td>{e(q)}</td><td><ol>"
+        f"<tr><td>{e(n)}</td><td>{e(r)}</td><td>{e(lg)}</td><td>{e(q)}</td><td><ol>"
         + "".join(f"<li><code>{e(ch)}</code></li>" for ch in chans)
         + "</ol></td></tr>"
-        for n, r, lang, q, chans in _contacts(account)
+        for n, r, lg, q, chans in _contacts(account, lang)
     )
-    title = f"Responsibilities: {account.name or account.id}"
+    rules = "".join(f"<li>{e(r)}</li>" for r in _rules(config, lang))
+    title = t["title"].format(name=account.name or account.id)
+    mailboxes = ", ".join(m.address for m in account.mailboxes) or t["none"]
+    sites = ", ".join(str(s.root) for s in account.sites) or t["none"]
     return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title>
+<html lang="{lang}"><head><meta charset="utf-8"><title>{e(title)}</title>
 <style>
 body{{font-family:system-ui,sans-serif;font-size:11pt;max-width:48em;margin:2em auto}}
 table{{border-collapse:collapse;width:100%;margin:.5em 0 1.5em}}
@@ -115,25 +191,16 @@ ol{{margin:0;padding-left:1.2em}} code{{font-size:9pt;word-break:break-all}}
 @media print{{body{{margin:0}}}}
 </style></head><body>
 <h1>{e(title)}</h1>
-<p>Account <code>{e(account.id)}</code>. Mailboxes watched:
-{e(", ".join(m.address for m in account.mailboxes) or "none")}.
-Sites: {e(", ".join(str(s.root) for s in account.sites) or "none")}.</p>
-<h2>Who is told about what</h2>
-<table><tr><th>Concern</th><th>First told</th><th>Then, if nobody acknowledges</th></tr>
+<p>{e(t["account"])} <code>{e(account.id)}</code>. {e(t["watched"])}: {e(mailboxes)}.
+{e(t["sites"])}: {e(sites)}.</p>
+<h2>{e(t["who"])}</h2>
+<table><tr><th>{e(t["concern"])}</th><th>{e(t["first"])}</th><th>{e(t["then"])}</th></tr>
 {rows}</table>
-<h2>Contacts and channels (tried in order)</h2>
-<table><tr><th>Name</th><th>Role</th><th>Language</th><th>Quiet hours</th><th>Channels</th></tr>
+<h2>{e(t["contacts"])}</h2>
+<table><tr><th>{e(t["name"])}</th><th>{e(t["role"])}</th><th>{e(t["language"])}</th>
+<th>{e(t["quiet"])}</th><th>{e(t["channels"])}</th></tr>
 {contacts}</table>
-<h2>Rules</h2>
-<ul>
-<li>Not acknowledged within {e(_fmt_duration(a.escalate_after))}: the next role along
-{e(" → ".join(a.escalation))} is told.</li>
-<li>Reminders every {e(_fmt_duration(a.repeat_every))} while an alert is firing and not
-acknowledged.</li>
-<li>Low-severity items go into one digest, {e(describe_digest(a.digest, "en") or "off")}.</li>
-<li>Critical alerts are sent during quiet hours too; others wait until they end.</li>
-<li>A notification about a mailbox is never sent to that mailbox, nor through the mail server
-that is failing it; the next channel is used instead.</li>
-</ul>
+<h2>{e(t["rules"])}</h2>
+<ul>{rules}</ul>
 </body></html>
 """
