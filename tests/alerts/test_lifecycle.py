@@ -477,3 +477,46 @@ def test_a_hanging_channel_holds_back_only_its_own_contact(
     assert len(sink.to("owner")) == 1
     with db.session(readonly=True) as s:
         assert {n.state for n in s.scalars(select(AlertNotification))} == {"sent"}
+
+
+def test_a_flood_is_handled_in_short_transactions_exactly_once(
+    db: Database, tmp_path: Path, sink: WebhookSink, clock: ManualClock
+) -> None:
+    """Events are applied in chunks (one short write transaction each, the cursor moving with
+    each); events without rules (a flood of stored submissions) cost no rule work; nothing is
+    applied twice, also when the step is repeated."""
+    from sqlalchemy import event as sa_event
+
+    from postwatch.store.models_alerts import AlertState
+
+    cfg = gym_config(tmp_path, sink)
+    with db.session() as s:
+        for i in range(30):
+            record_event(s, "submission_stored", account="gym", form="contact",
+                         data={"submission": f"s{i}", "recipients": [BOX]})
+    burst(db, clock, 25)
+    with db.session(readonly=True) as s:
+        last = max(e.id for e in fetch_events(s, limit=None))
+    eng = Engine(cfg, db, clock=clock, batch=10, scan=16)
+    commits: list[int] = []
+
+    def count(_conn: object) -> None:
+        commits.append(1)
+
+    sa_event.listen(db.engine, "commit", count)
+    try:
+        eng.step()
+    finally:
+        sa_event.remove(db.engine, "commit", count)
+    with db.session(readonly=True) as s:
+        assert s.scalars(select(Alert.count)).one() == 25
+        cursor = s.get(AlertState, "cursor")
+        assert cursor is not None
+        assert int(cursor.value) >= last  # (plus the notification events of this step)
+    # 25 failures + 1 mailbox_full at 10 per transaction, 30 quiet ones on top: several chunks
+    assert len(commits) >= 4
+    eng.step()
+    Engine(cfg, db, clock=clock, batch=10, scan=16).step()
+    with db.session(readonly=True) as s:
+        assert s.scalars(select(Alert.count)).one() == 25
+    assert len(sink.to("owner")) == 1

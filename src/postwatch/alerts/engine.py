@@ -2,8 +2,9 @@
 
 One ``step()`` does three things, each safe to repeat and to run in several processes:
 
-1. ``process_events``: read new events after the persisted cursor, apply the rules (open, group,
-   resolve alerts), move the cursor, in one transaction.
+1. events: read new events after the persisted cursor, apply the rules (open, group, resolve
+   alerts), move the cursor; in chunks of at most ``batch`` events with rules, each chunk one
+   short write transaction (SQLite's write lock is shared with form intake).
 2. ``tick``: due work from persisted times: announce new alerts (unless silenced, in a
    maintenance window or inhibited), reminders, escalations, auto-resolve, digests. Each
    decision writes ``alert_notifications`` rows (an outbox) in the same transaction.
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time as _time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -56,6 +57,8 @@ RECENT = timedelta(seconds=30)
 _CANCELLED_BY_RESOLVE = "resolved before it was sent"
 #: contacts served at the same time by one step
 SEND_THREADS = 8
+#: event chunks (one short write transaction each) handled per step before due work and sending
+MAX_CHUNKS_PER_STEP = 50
 
 
 @dataclass
@@ -132,13 +135,17 @@ class Engine:
         *,
         clock: Clock | None = None,
         sender: Sender | None = None,
-        batch: int = 1000,
+        batch: int = 100,
+        scan: int = 2000,
     ) -> None:
         self.config = config
         self.db = db
         self.clock: Clock = clock or SystemClock()
         self.sender: Sender = sender or channels_mod.send
+        #: at most this many events with rules are applied per write transaction...
         self.batch = batch
+        #: ...out of at most this many new events read per chunk
+        self.scan = scan
         self._hole_seen: dict[int, float] = {}
         #: digest times already handled (a cache of alert_state rows, saves a query a step)
         self._digest_done: dict[str, datetime] = {}
@@ -148,11 +155,20 @@ class Engine:
 
     # ------------------------------------------------------------------ the loop
     def step(self) -> int:
-        """Do everything that is due now; returns how much work was done (0 = idle)."""
+        """Do everything that is due now; returns how much work was done (0 = idle).
+
+        Each part runs in short transactions of its own: new events in chunks of at most
+        ``batch`` rule-relevant events (the cursor moves with each chunk), then the due work,
+        then sending (outside any transaction). On SQLite the write lock is shared with form
+        intake, so no transaction here holds it for long."""
         work = 0
+        for _ in range(MAX_CHUNKS_PER_STEP):
+            done, more = self._events_chunk()
+            work += done
+            if not more:
+                break
         with self.db.session() as s:
             self._lock(s)
-            work += self.process_events(s)
             work += self.tick(s)
         work += self.send_due()
         return work
@@ -165,31 +181,90 @@ class Engine:
             s.get(AlertState, "cursor", with_for_update=True, populate_existing=True)
 
     # ------------------------------------------------------------------ 1. events
+    def _plan(self, cursor: int, rows: Sequence[Any]) -> tuple[int, list[int], bool]:
+        """Of ``rows`` (id, kind, at) after ``cursor``: the id the cursor may move to, the ids
+        that have rules (at most ``batch``), and whether to stop at a gap (PostgreSQL hands out
+        ids before commit: an older id may still be committing, so wait for it a moment)."""
+        upto, wanted = cursor, list[int]()
+        now = datetime.now(UTC)
+        for ev_id, kind, at in rows:
+            if (
+                ev_id != upto + 1
+                and not self.db.is_sqlite
+                and at > now - RECENT
+                and self._young_hole(upto + 1)
+            ):
+                return upto, wanted, True
+            if kind in rules.RULES:
+                if len(wanted) >= self.batch:
+                    break
+                wanted.append(ev_id)
+            upto = ev_id
+        return upto, wanted, False
+
+    def _read_cursor(self, s: Session) -> int:
+        row = s.get(AlertState, "cursor")
+        return int(row.value) if row is not None else 0
+
+    def _events_chunk(self) -> tuple[int, bool]:
+        """Apply one chunk of new events in one short write transaction.
+
+        The ids and kinds after the cursor are read first in a read-only transaction (no
+        write lock); the write transaction then checks that the cursor has not moved (another
+        process may have taken the chunk: then nothing is applied), applies the events that
+        have rules and moves the cursor: exactly once. Returns (events passed, more waiting)."""
+        with self.db.session(readonly=True) as s:
+            cursor = self._read_cursor(s)
+            rows = s.execute(
+                select(Event.id, Event.kind, Event.at)
+                .where(Event.id > cursor)
+                .order_by(Event.id)
+                .limit(self.scan)
+            ).all()
+        if not rows:
+            return 0, False
+        upto, wanted, hole = self._plan(cursor, rows)
+        if upto == cursor:
+            return 0, False
+        with self.db.session() as s:
+            self._lock(s)
+            row = s.get(AlertState, "cursor")
+            assert row is not None
+            if int(row.value) != cursor:
+                return 0, True  # another engine moved it meanwhile: read again
+            if wanted:
+                evs = s.scalars(select(Event).where(Event.id.in_(wanted)).order_by(Event.id))
+                for ev in evs.all():
+                    self._guarded(s, f"event {ev.id} ({ev.kind})", self._apply, s, ev)
+            row.value = str(upto)
+        passed = sum(1 for r in rows if r[0] <= upto)
+        return passed, not hole and (upto != rows[-1][0] or len(rows) >= self.scan)
+
     def process_events(self, s: Session) -> int:
+        """Apply every new event inside the caller's write transaction (which holds the
+        cursor lock); ``step`` uses short transactions of its own instead."""
         row = s.get(AlertState, "cursor")
         assert row is not None
-        cursor = int(row.value)
         done = 0
         while True:
-            evs = fetch_events(s, after_id=cursor, limit=self.batch)
-            if not evs:
+            cursor = int(row.value)
+            rows = s.execute(
+                select(Event.id, Event.kind, Event.at)
+                .where(Event.id > cursor)
+                .order_by(Event.id)
+                .limit(self.scan)
+            ).all()
+            if not rows:
                 break
-            stop = False
-            for ev in evs:
-                if (
-                    ev.id != cursor + 1
-                    and not self.db.is_sqlite
-                    and ev.at > datetime.now(UTC) - RECENT
-                    and self._young_hole(cursor + 1)
-                ):
-                    stop = True  # an older id may still be committing: wait for it a moment
-                    break
-                self._guarded(s, f"event {ev.id} ({ev.kind})", self._apply, s, ev)
-                cursor = ev.id
-                done += 1
-            row.value = str(cursor)
+            upto, wanted, hole = self._plan(cursor, rows)
+            if wanted:
+                evs = s.scalars(select(Event).where(Event.id.in_(wanted)).order_by(Event.id))
+                for ev in evs.all():
+                    self._guarded(s, f"event {ev.id} ({ev.kind})", self._apply, s, ev)
+            row.value = str(upto)
             s.flush()
-            if stop or len(evs) < self.batch:
+            done += sum(1 for r in rows if r[0] <= upto)
+            if hole or upto == cursor or (upto == rows[-1][0] and len(rows) < self.scan):
                 break
         return done
 
@@ -764,7 +839,7 @@ class Engine:
         """Send what is due. Each contact's messages go out in order, one after the other;
         different contacts in parallel, so a channel that hangs delays only its own contact."""
         now = self.clock.now()
-        with self.db.session() as s:
+        with self.db.session(readonly=True) as s:
             rows = list(
                 s.execute(
                     select(AlertNotification.id, AlertNotification.contact_key)
