@@ -347,6 +347,11 @@ class CapacityConfig(SecretSource):
     source_timeout: Duration = timedelta(seconds=20)
     imap_concurrency: int = Field(default=32, ge=1, le=512)
     largest: int = Field(default=20, ge=1, le=1000)
+    # retention of capacity readings (docs/config/capacity.md)
+    history_full: Duration = timedelta(days=14)
+    history_step: Duration = timedelta(hours=1)
+    history_keep: Duration = timedelta(days=400)
+    prune_every: Duration = timedelta(hours=6)
     hook_token: SecretStr | None = None
     hook_token_env: str | None = None
     hook_token_file: Path | None = None
@@ -361,6 +366,18 @@ class CapacityConfig(SecretSource):
     @model_validator(mode="after")
     def _secret(self) -> CapacityConfig:
         self.hook_token = self._resolve("hook_token")
+        return self
+
+    @model_validator(mode="after")
+    def _history(self) -> CapacityConfig:
+        if "history_full" in self.model_fields_set and self.history_full < self.forecast_window:
+            raise ValueError(
+                "history_full must be at least forecast_window (the forecast reads that far)"
+            )
+        if self.history_keep < self.history_full:
+            raise ValueError("history_keep must be at least history_full")
+        if self.history_step <= timedelta(0) or self.prune_every <= timedelta(0):
+            raise ValueError("history_step and prune_every must be longer than 0")
         return self
 
 

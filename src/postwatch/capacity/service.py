@@ -1,5 +1,6 @@
 """Background service: poll quotas every ``capacity.poll_every``, scan sites every
-``capacity.scan_every``, and turn new ``mailbox_full`` delivery events into ``quota_full``."""
+``capacity.scan_every``, turn new ``mailbox_full`` delivery events into ``quota_full``, and prune
+old readings every ``capacity.prune_every`` (``capacity.retention``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import logging
 import time
 
 from postwatch.capacity.core import Poller, mailbox_full_signal
+from postwatch.capacity.retention import Pruner
 from postwatch.config import Config
 from postwatch.rooms import Service
 from postwatch.store import Database, StoreUnavailable
@@ -17,6 +19,8 @@ from postwatch.store.events import fetch_events, last_event_id
 log = logging.getLogger("postwatch.capacity")
 
 EVENT_CHECK_EVERY = 10.0
+#: the first retention pass waits a little after start-up (the first poll and scan go first)
+PRUNE_FIRST_AFTER = 60.0
 
 
 class CapacityService:
@@ -26,11 +30,13 @@ class CapacityService:
         self.config = config
         self.db = db
         self.poller = Poller(config, db)
+        self.pruner = Pruner(config, db)
         self.cursor: int | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         cap = self.config.capacity
         next_poll = next_scan = time.monotonic()
+        next_prune = next_poll + PRUNE_FIRST_AFTER
         has_sites = any(a.sites for a in self.config.accounts)
         while not stop.is_set():
             now = time.monotonic()
@@ -42,6 +48,9 @@ class CapacityService:
                     next_scan = now + cap.scan_every.total_seconds()
                     await asyncio.to_thread(self.poller.scan)
                 await asyncio.to_thread(self.follow_events)
+                if time.monotonic() >= next_prune:
+                    next_prune = time.monotonic() + cap.prune_every.total_seconds()
+                    await asyncio.to_thread(self.pruner.run)
             except StoreUnavailable as exc:
                 log.error("capacity: store unavailable, will retry: %s", exc)
             wait = min(EVENT_CHECK_EVERY, max(0.0, next_poll - time.monotonic()))
