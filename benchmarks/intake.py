@@ -1,6 +1,6 @@
 """Benchmark: durable form intake of a real ``postwatch serve`` over loopback.
 
-    python benchmarks/intake.py [--clients 64] [--seconds 10] [--no-pg]
+    python benchmarks/intake.py [--clients 64] [--seconds 10] [--repeat 3] [--no-pg]
 
 For each store (SQLite in a temporary folder on the disk of --dir, and PostgreSQL on
 127.0.0.1:5432 in a database of its own) it starts ``postwatch serve``, drives ``POST /f/contact``
@@ -29,6 +29,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
@@ -101,34 +102,60 @@ redirect = "https://gym.example/bedankt"
     return cfg
 
 
-# --fast-path: what `postwatch serve` would do with postwatch.intake.http.fast_path wired into
-# the composition root (app.py builds the app; this launcher wraps it the same way)
-FAST_PATH_LAUNCHER = """
-import postwatch.app as appmod, postwatch.intake.http as ih
-made = []
-_routes, _create = ih.routes, appmod.create_app
-def routes(config, db):
-    made.append(_routes(config, db))
-    return made[-1]
-def create_app(config, db):
-    return ih.fast_path(_create(config, db), made[-1].intake)
-ih.routes, appmod.create_app = routes, create_app
+# The server is `postwatch serve` itself (since the composition root serves /f/ on the intake's
+# fast path and the CLI runs the loop on uvloop). This prelude only watches SQLite's write lock:
+# for every write transaction (BEGIN IMMEDIATE .. COMMIT) the time waited for the lock and the
+# time it was held, by who held it (classified by the first table written), dumped at exit.
+LOCK_WATCH = """
+import atexit, json, os, threading, time
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+_tl = threading.local()
+_rec = {"wait": {}, "hold": {}}
+_ROOMS = (("alert", "alerts"), ("submission", "intake"), ("attachment", "intake"),
+          ("delivery", "delivery"), ("capacity", "capacity"), ("event", "events"))
+def _who(sql):
+    low = sql.lower()
+    for key, name in _ROOMS:
+        if key in low:
+            return name
+    return "other"
+@event.listens_for(Engine, "before_cursor_execute")
+def _before(conn, cur, sql, params, ctx, many):
+    if sql.startswith("BEGIN IMMEDIATE"):
+        _tl.w0 = time.perf_counter()
+@event.listens_for(Engine, "after_cursor_execute")
+def _after(conn, cur, sql, params, ctx, many):
+    if sql.startswith("BEGIN IMMEDIATE"):
+        _tl.t0 = time.perf_counter()
+        _tl.who = None
+        thread = "intake writer" if "intake-writer" in threading.current_thread().name else "other"
+        _rec["wait"].setdefault(thread, []).append(_tl.t0 - _tl.w0)
+    elif getattr(_tl, "t0", None) is not None and _tl.who is None and sql.lstrip()[:6].upper() in (
+            "INSERT", "UPDATE", "DELETE"):
+        _tl.who = _who(sql[:200])
+def _end(conn):
+    t0 = getattr(_tl, "t0", None)
+    if t0 is not None:
+        _rec["hold"].setdefault(_tl.who or "read only", []).append(time.perf_counter() - t0)
+        _tl.t0 = None
+event.listen(Engine, "commit", _end)
+event.listen(Engine, "rollback", _end)
+def _dump():
+    with open(os.environ["PW_BENCH_LOCKS"], "w") as fh:
+        json.dump(_rec, fh)
+atexit.register(_dump)
 from postwatch.cli import main
 main()
 """
 
 
-def start_server(
-    cfg: Path, port: int, uvloop_server: bool, fast: bool = False
-) -> subprocess.Popen[bytes]:
+def start_server(cfg: Path, port: int, lock_file: Path | None = None) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(SRC), env.get("PYTHONPATH", "")])
-    prelude = "import uvloop; uvloop.install()\n" if uvloop_server else ""
-    if fast:
-        cmd = [sys.executable, "-c", prelude + FAST_PATH_LAUNCHER, "serve", "--config", str(cfg)]
-    elif uvloop_server:
-        launcher = prelude + "from postwatch.cli import main; main()"
-        cmd = [sys.executable, "-c", launcher, "serve", "--config", str(cfg)]
+    if lock_file is not None:
+        env["PW_BENCH_LOCKS"] = str(lock_file)
+        cmd = [sys.executable, "-c", LOCK_WATCH, "serve", "--config", str(cfg)]
     else:
         cmd = [sys.executable, "-m", "postwatch", "serve", "--config", str(cfg)]
     proc = subprocess.Popen(
@@ -147,6 +174,29 @@ def start_server(
         time.sleep(0.1)
     proc.kill()
     raise SystemExit("postwatch serve did not start")
+
+
+def lock_summary(files: list[Path]) -> dict[str, dict[str, float]]:
+    """{"hold alerts": {n, p99_ms, max_ms, total_ms}, "wait intake writer": {...}, ...}"""
+    merged: dict[str, list[float]] = {}
+    for f in files:
+        if not f.exists():
+            continue
+        data = json.loads(f.read_text())
+        for kind, by in data.items():
+            for who, xs in by.items():
+                merged.setdefault(f"{kind} {who}", []).extend(xs)
+    out: dict[str, dict[str, float]] = {}
+    for key, xs in sorted(merged.items()):
+        xs.sort()
+        p99 = xs[min(len(xs) - 1, int(len(xs) * 0.99))]
+        out[key] = {
+            "n": len(xs),
+            "p99_ms": p99 * 1000,
+            "max_ms": xs[-1] * 1000,
+            "total_ms": sum(xs) * 1000,
+        }
+    return out
 
 
 # --------------------------------------------------------------------------- the clients
@@ -287,10 +337,11 @@ def avg_batch(ports: list[int]) -> float:
     return total / count if count else 0.0
 
 
-def run_store(name: str, db_url: str, folder: Path, args: argparse.Namespace) -> dict[str, object]:
+def run_store(name: str, db_url: str, folder: Path, args: argparse.Namespace) -> dict[str, Any]:
     ports: list[int] = []
     smtp_sock, smtp_port = smtp_stand_in(args.smtp)
     procs: list[subprocess.Popen[bytes]] = []
+    lock_files: list[Path] = []
     loop_factory = None
     with contextlib.suppress(ImportError):
         import uvloop
@@ -302,14 +353,19 @@ def run_store(name: str, db_url: str, folder: Path, args: argparse.Namespace) ->
             sub = folder / f"p{i}"
             sub.mkdir()
             cfg = write_config(sub, db_url, port, smtp_port)
-            procs.append(start_server(cfg, port, args.uvloop_server, args.fast_path))
+            lock_file = None
+            if name == "sqlite" and not args.no_lock_stats:
+                lock_file = sub / "locks.json"
+                lock_files.append(lock_file)
+            procs.append(start_server(cfg, port, lock_file))
             ports.append(port)
         work = drive(ports, args.clients, args.seconds, args.max_requests)
+        res: dict[str, Any]
         if loop_factory is not None:
             with asyncio.Runner(loop_factory=loop_factory) as runner:
-                res = runner.run(work)
+                res = dict(runner.run(work))
         else:
-            res = asyncio.run(work)
+            res = dict(asyncio.run(work))
         res["avg_batch"] = avg_batch(ports)
     finally:
         for proc in procs:
@@ -322,11 +378,74 @@ def run_store(name: str, db_url: str, folder: Path, args: argparse.Namespace) ->
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-    ids = list(res.pop("ids"))  # type: ignore[call-overload]
+    ids = list(res.pop("ids"))
     total, present, jobs = count_rows(db_url, ids)
     res.update({"store": name, "rows": total, "acked_present": present, "jobs": jobs})
     res["lost"] = len(ids) - present
-    return res  # type: ignore[return-value]
+    res["locks"] = lock_summary(lock_files)
+    return res
+
+
+def load() -> str:
+    """The machine's load average now (1, 5, 15 min), as `uptime` shows it."""
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} {five:.2f} {fifteen:.2f}"
+
+
+def one_round(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
+    """Raw rate, then each store once; prints as it goes."""
+    load_before = load()
+    raw, raw_p50, raw_p99 = raw_sqlite_rate(folder, args.raw_seconds, 1_000_000)
+    print(
+        f"raw SQLite single-row fsync'd commits (WAL, synchronous=FULL): {raw:,.0f}/s "
+        f"(one commit: p50 {raw_p50:.2f} ms, p99 {raw_p99:.2f} ms)"
+    )
+    (folder / "raw.db").unlink(missing_ok=True)
+    results: list[dict[str, Any]] = []
+    sq = folder / "sqlite"
+    sq.mkdir()
+    results.append(run_store("sqlite", f"sqlite:///{sq / 'postwatch.db'}", sq, args))
+    if not args.no_pg:
+        import psycopg
+
+        name = f"pw_bench_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=3) as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
+            try:
+                pg = folder / "pg"
+                pg.mkdir()
+                url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+                results.append(run_store("postgresql", url, pg, args))
+            finally:
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                    (name,),
+                )
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+    print(f"load average before {load_before}, after {load()} ({os.cpu_count()} CPUs)")
+    print(
+        f"{'store':<11} {'durable/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
+        f"{'stored':>8} {'errors':>7} {'lost':>5} {'vs raw':>7}"
+    )
+    for r in results:
+        print(
+            f"{r['store']:<11} {r['rate']:>10,.0f} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} "
+            f"{r['max_ms']:>8.1f} {r['stored']:>8} {r['failures']:>7} {r['lost']:>5} "
+            f"{float(r['rate']) / raw:>6.2f}x"
+        )
+        print(
+            f"  {float(r['avg_batch']):.1f} submissions per commit on average; "
+            f"load generator used {float(r['client_cpu']):.0%} of a core"
+        )
+        if r["failures"]:
+            print(f"  first error: {r['first_failure']}")
+        locks: dict[str, dict[str, float]] = r.get("locks") or {}
+        for key, st in locks.items():
+            print(
+                f"  SQLite write lock, {key:<24} n={int(st['n']):>6}  p99 {st['p99_ms']:7.1f} ms"
+                f"  max {st['max_ms']:7.1f} ms  total {st['total_ms'] / 1000:6.2f} s"
+            )
+    return {"raw": raw, "raw_p99": raw_p99, "results": results, "load": load_before}
 
 
 def main() -> None:
@@ -337,13 +456,11 @@ def main() -> None:
     p.add_argument("--raw-seconds", type=float, default=5.0)
     p.add_argument("--dir", type=Path, default=ROOT, help="where the SQLite files go (the disk)")
     p.add_argument("--no-pg", action="store_true", help="skip PostgreSQL")
+    p.add_argument("--repeat", type=int, default=3, help="rounds (raw + each store); best+spread")
     p.add_argument(
-        "--uvloop-server", action="store_true", help="run the server's event loop on uvloop"
-    )
-    p.add_argument(
-        "--fast-path",
+        "--no-lock-stats",
         action="store_true",
-        help="serve /f/ through postwatch.intake.http.fast_path (as app.py could)",
+        help="do not watch SQLite's write lock inside the server (it costs a little CPU)",
     )
     p.add_argument(
         "--smtp",
@@ -360,61 +477,42 @@ def main() -> None:
     )
     args = p.parse_args()
 
-    folder = Path(tempfile.mkdtemp(prefix="pw-bench-", dir=args.dir))
-    results: list[dict[str, object]] = []
-    try:
-        raw, raw_p50, raw_p99 = raw_sqlite_rate(folder, args.raw_seconds, 1_000_000)
-        print(
-            f"raw SQLite single-row fsync'd commits (WAL, synchronous=FULL): {raw:,.0f}/s "
-            f"(one commit: p50 {raw_p50:.2f} ms, p99 {raw_p99:.2f} ms)"
-        )
-        print(f"  disk: {folder}")
-        sq = folder / "sqlite"
-        sq.mkdir()
-        results.append(run_store("sqlite", f"sqlite:///{sq / 'postwatch.db'}", sq, args))
-        if not args.no_pg:
-            import psycopg
-
-            name = f"pw_bench_{uuid.uuid4().hex[:10]}"
-            with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=3) as admin:
-                admin.execute(f'CREATE DATABASE "{name}"')
-                try:
-                    pg = folder / "pg"
-                    pg.mkdir()
-                    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-                    results.append(run_store("postgresql", url, pg, args))
-                finally:
-                    admin.execute(
-                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-                        (name,),
-                    )
-                    admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
     print(
-        f"\n{args.clients} concurrent clients, {args.seconds:g} s per store, "
-        f"{args.processes} serve process(es), SMTP {args.smtp}, "
-        f"{'fast path, ' if args.fast_path else ''}"
-        f"server loop: {'uvloop' if args.uvloop_server else 'asyncio'}"
+        f"{args.clients} concurrent clients, {args.seconds:g} s per store, "
+        f"{args.processes} `postwatch serve` process(es) (all rooms' services, /f/ on the "
+        f"intake's fast path, uvloop), SMTP {args.smtp}, {args.repeat} round(s)"
     )
-    print(
-        f"{'store':<11} {'durable/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
-        f"{'stored':>8} {'errors':>7} {'lost':>5} {'vs raw':>7}"
-    )
-    for r in results:
-        print(
-            f"{r['store']:<11} {r['rate']:>10,.0f} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} "
-            f"{r['max_ms']:>8.1f} {r['stored']:>8} {r['failures']:>7} {r['lost']:>5} "
-            f"{float(r['rate']) / raw:>6.2f}x"  # type: ignore[arg-type]
-        )
-        print(
-            f"  {float(r['avg_batch']):.1f} submissions per commit on average; "  # type: ignore[arg-type]
-            f"load generator used {float(r['client_cpu']):.0%} of a core"  # type: ignore[arg-type]
-        )
-        if r["failures"]:
-            print(f"  first error: {r['first_failure']}")
-    lost = sum(int(r["lost"]) for r in results)  # type: ignore[call-overload]
+    rounds: list[dict[str, Any]] = []
+    lost = 0
+    for i in range(args.repeat):
+        print(f"\n--- round {i + 1} of {args.repeat}")
+        folder = Path(tempfile.mkdtemp(prefix="pw-bench-", dir=args.dir))
+        try:
+            rnd = one_round(args, folder)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        rounds.append(rnd)
+        lost += sum(int(r["lost"]) for r in rnd["results"])
+
+    if args.repeat > 1:
+        print(f"\n=== summary of {args.repeat} rounds: best (range)")
+        raws = [float(r["raw"]) for r in rounds]
+        print(f"raw single-row commits/s: {max(raws):,.0f} ({min(raws):,.0f}-{max(raws):,.0f})")
+        stores = [str(r["store"]) for r in rounds[0]["results"]]
+        for k, store in enumerate(stores):
+            rs = [rnd["results"][k] for rnd in rounds]
+            rate = [float(r["rate"]) for r in rs]
+            p99 = [float(r["p99_ms"]) for r in rs]
+            p50 = [float(r["p50_ms"]) for r in rs]
+            vs = [float(r["rate"]) / float(rnd["raw"]) for r, rnd in zip(rs, rounds, strict=True)]
+            print(
+                f"{store:<11} durable/s {max(rate):,.0f} ({min(rate):,.0f}-{max(rate):,.0f})  "
+                f"p50 {min(p50):.1f} ms ({min(p50):.1f}-{max(p50):.1f})  "
+                f"p99 {min(p99):.1f} ms ({min(p99):.1f}-{max(p99):.1f})  "
+                f"vs raw of its round {max(vs):.2f}x ({min(vs):.2f}-{max(vs):.2f})"
+            )
+        print("load averages at the start of each round: " + "; ".join(
+            str(r["load"]) for r in rounds))
     print(f"\nrows checked after each run: {'nothing lost' if lost == 0 else f'{lost} LOST'}")
     if lost:
         raise SystemExit(1)
