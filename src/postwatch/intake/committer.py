@@ -27,7 +27,13 @@ from typing import Any
 from postwatch.config import Config
 from postwatch.delivery import wake as wake_delivery
 from postwatch.intake import metrics
-from postwatch.intake.submissions import NewSubmission, Stored, store_batch, store_submission
+from postwatch.intake.submissions import (
+    NewSubmission,
+    Stored,
+    prepare,
+    store_batch,
+    store_submission,
+)
 
 log = logging.getLogger("postwatch.intake")
 
@@ -84,8 +90,16 @@ class GroupCommitter:
             if self._live == 0 or (self._live < self.writers and self._queue.qsize() > 1):
                 self._start_writer()
 
+    def _prepare(self, new: NewSubmission) -> None:
+        """Bind the rows in the caller's thread, while the writer is busy with the batch before:
+        the writer's turn (SQLite: with the write lock held) is then only SQL and the fsync."""
+        engine = getattr(self.db, "engine", None)
+        if engine is not None and new.prepared is None:
+            new.prepared = prepare(new, self.config, engine.dialect)
+
     async def submit(self, new: NewSubmission) -> Stored:
         """Store ``new``; returns after the transaction holding it committed."""
+        self._prepare(new)
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Stored] = loop.create_future()
         self._put((new, (loop, fut)))
@@ -93,6 +107,7 @@ class GroupCommitter:
 
     def store(self, new: NewSubmission) -> Stored:
         """Blocking variant (threads, the CLI)."""
+        self._prepare(new)
         fut: concurrent.futures.Future[Stored] = concurrent.futures.Future()
         self._put((new, (None, fut)))
         return fut.result()

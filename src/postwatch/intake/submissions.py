@@ -60,6 +60,8 @@ class NewSubmission:
     spam: bool = False
     #: why it is spam (``honeypot``...), recorded in the ``spam_blocked`` event
     spam_reason: str | None = None
+    #: the rows bound for the driver ahead of the writer's turn (group commit), if done
+    prepared: Prepared | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -176,152 +178,162 @@ def store_submission(db: Any, config: Config, new: NewSubmission) -> Stored:
 # --------------------------------------------------------------------------- group commit
 
 
-def _idem_lookup(session: Session, items: list[NewSubmission]) -> dict[tuple[str, str, str], str]:
+def _idem_lookup(conn: Any, items: list[NewSubmission]) -> dict[tuple[str, str, str], str]:
     """Existing submissions for the idempotency keys of ``items``: (account, form, key) -> id.
 
-    One query per form in the batch, on the (account, form, idempotency_key) unique index.
+    One query per form in the batch, on the (account, form, idempotency_key) unique index,
+    straight to the driver (the ORM's statement caching cost more than the query).
     """
     wanted: dict[tuple[str, str], set[str]] = {}
     for n in items:
         if n.idempotency_key:
             wanted.setdefault((n.account.id, n.form.id), set()).add(n.idempotency_key)
     found: dict[tuple[str, str, str], str] = {}
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     for (account, form), keys in wanted.items():
-        rows = session.execute(
-            select(Submission.idempotency_key, Submission.id).where(
-                Submission.account == account,
-                Submission.form == form,
-                Submission.idempotency_key.in_(sorted(keys)),
-            )
-        ).all()
+        sql = (
+            "SELECT idempotency_key, id FROM submissions WHERE account = {m} AND form = {m} "
+            "AND idempotency_key IN ({marks})"
+        ).format(m=mark, marks=", ".join([mark] * len(keys)))
+        rows = conn.exec_driver_sql(sql, (account, form, *sorted(keys))).all()
         for key, sid in rows:
             if key is not None:
                 found[(account, form, key)] = sid
     return found
 
 
+@dataclass
+class Prepared:
+    """The rows of one submission, bound for the driver (ids, JSON, UTC datetimes done): made
+    by the request's own task before it queues for the writer, so the writer thread's turn
+    (the SQLite write lock held, the next batch waiting) holds only the SQL and the fsync."""
+
+    dialect: str
+    id: str
+    key: tuple[str, str, str] | None
+    sub: Any
+    sort: tuple[bool, str]
+    files: list[Any]
+    jobs: list[Any]
+    event: Any
+
+
+_SUB_COLS = ("id", "account", "form", "received_at", "fields", "email", "remote_addr",
+             "user_agent", "idempotency_key", "status")
+_FILE_COLS = ("submission_id", "field", "filename", "content_type", "size", "data")
+_JOB_COLS = ("submission_id", "account", "form", "recipient", "role", "state", "attempts",
+             "next_attempt_at", "message_id", "created_at", "updated_at")
+_EVENT_COLS = ("at", "kind", "account", "form", "mailbox", "data")
+
+
+def prepare(new: NewSubmission, config: Config, dialect: Any, sid: str | None = None) -> Prepared:
+    """Bind the rows of ``new`` for ``dialect`` (see :class:`Prepared`)."""
+    sid = sid or new_id()
+    now = new.received_at or utcnow()
+    key = (new.account.id, new.form.id, new.idempotency_key) if new.idempotency_key else None
+    sub = _bind(Submission.__table__, dialect, _SUB_COLS, (  # type: ignore[arg-type]
+        sid, new.account.id, new.form.id, now, new.fields, submitter_email(new.form, new.fields),
+        new.remote_addr, new.user_agent, new.idempotency_key, "spam" if new.spam else "stored",
+    ))
+    files = [
+        _bind(Attachment.__table__, dialect, _FILE_COLS,  # type: ignore[arg-type]
+              (sid, f.field, f.filename, f.content_type, len(f.data), f.data))
+        for f in new.files
+    ]
+    jobs = []
+    if not new.spam:
+        jobs = [
+            _bind(DeliveryJob.__table__, dialect, _JOB_COLS, (  # type: ignore[arg-type]
+                sid, new.account.id, new.form.id, rcpt, "primary", "pending", 0, now,
+                message_id(sid, rcpt, config.smtp.sender), now, now,
+            ))
+            for rcpt in new.form.recipients
+        ]
+    event = _bind(Event.__table__, dialect, _EVENT_COLS, (  # type: ignore[arg-type]
+        now, "spam_blocked" if new.spam else "submission_stored", new.account.id, new.form.id,
+        None, _event_data(sid, new),
+    ))
+    sort = (new.idempotency_key is None, new.idempotency_key or "")
+    return Prepared(dialect.name, sid, key, sub, sort, files, jobs, event)
+
+
 def add_batch(session: Session, config: Config, items: list[NewSubmission]) -> list[Stored]:
-    """Add many submissions to ``session`` with a few multi-row INSERTs (the caller commits).
+    """Add many submissions to ``session`` with one multi-row INSERT per table (the caller
+    commits).
 
     Same rows as :func:`add_submission` for each item; an idempotency key seen before (in the
-    store or earlier in the batch) yields the earlier id with ``created=False``.
-    """
-    known = _idem_lookup(session, items)
-    ids = iter(new_ids(len(items)))
-    results: list[Stored] = []
-    subs: list[dict[str, Any]] = []
-    files: list[dict[str, Any]] = []
-    jobs: list[dict[str, Any]] = []
-    events: list[dict[str, Any]] = []
-    for new in items:
-        key = (new.account.id, new.form.id, new.idempotency_key) if new.idempotency_key else None
-        if key is not None and key in known:
-            results.append(Stored(known[key], created=False))
-            continue
-        sid = next(ids)
-        if key is not None:
-            known[key] = sid
-        now = new.received_at or utcnow()
-        subs.append(
-            {
-                "id": sid,
-                "account": new.account.id,
-                "form": new.form.id,
-                "received_at": now,
-                "fields": new.fields,
-                "email": submitter_email(new.form, new.fields),
-                "remote_addr": new.remote_addr,
-                "user_agent": new.user_agent,
-                "idempotency_key": new.idempotency_key,
-                "status": "spam" if new.spam else "stored",
-            }
-        )
-        for f in new.files:
-            files.append(
-                {
-                    "submission_id": sid,
-                    "field": f.field,
-                    "filename": f.filename,
-                    "content_type": f.content_type,
-                    "size": len(f.data),
-                    "data": f.data,
-                }
-            )
-        if not new.spam:
-            for rcpt in new.form.recipients:
-                jobs.append(
-                    {
-                        "submission_id": sid,
-                        "account": new.account.id,
-                        "form": new.form.id,
-                        "recipient": rcpt,
-                        "role": "primary",
-                        "state": "pending",
-                        "attempts": 0,
-                        "next_attempt_at": now,
-                        "message_id": message_id(sid, rcpt, config.smtp.sender),
-                        "created_at": now,
-                        "updated_at": now,
-                    }
-                )
-        events.append(
-            {
-                "at": now,
-                "kind": "spam_blocked" if new.spam else "submission_stored",
-                "account": new.account.id,
-                "form": new.form.id,
-                "mailbox": None,
-                "data": _event_data(sid, new),
-            }
-        )
-        results.append(Stored(sid, created=True))
-    # the same order in every transaction: two writers inserting the same idempotency keys
-    # wait for each other instead of deadlocking
-    subs.sort(key=lambda r: (r["idempotency_key"] is None, r["idempotency_key"] or ""))
-    for model, rows in (
-        (Submission, subs),
-        (Attachment, files),
-        (DeliveryJob, jobs),
-        (Event, events),
-    ):
-        if rows:
-            _insert_many(session, model.__table__, rows)  # type: ignore[arg-type]
-    return results
-
-
-_INSERTS: dict[tuple[str, str, tuple[str, ...]], tuple[str, tuple[str, ...] | None, list[Any]]] = {}
-
-
-def _insert_many(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
-    """A multi-row INSERT straight to the driver's ``executemany``.
-
-    The statement is compiled once per table, dialect and column set; values go through each
-    column type's own bind processor (UTC datetimes, JSON), exactly as a Core insert would do
-    them, minus the per-call compile and cache-key work that dominated the writer's CPU.
+    store or earlier in the batch) yields the earlier id with ``created=False``. Items come
+    with their rows already bound (:func:`prepare`, done by the caller's task) or are bound here.
     """
     conn = session.connection()
     dialect = conn.dialect
-    cols = tuple(rows[0])
+    ready = [
+        n.prepared if n.prepared is not None and n.prepared.dialect == dialect.name
+        else prepare(n, config, dialect)
+        for n in items
+    ]
+    known = _idem_lookup(conn, items)
+    results: list[Stored] = []
+    subs: list[tuple[tuple[bool, str], Any]] = []
+    files: list[Any] = []
+    jobs: list[Any] = []
+    events: list[Any] = []
+    for p in ready:
+        if p.key is not None and p.key in known:
+            results.append(Stored(known[p.key], created=False))
+            continue
+        if p.key is not None:
+            known[p.key] = p.id
+        subs.append((p.sort, p.sub))
+        files.extend(p.files)
+        jobs.extend(p.jobs)
+        events.append(p.event)
+        results.append(Stored(p.id, created=True))
+    # the same order in every transaction: two writers inserting the same idempotency keys
+    # wait for each other instead of deadlocking
+    subs.sort(key=lambda r: r[0])
+    for table, cols, rows in (
+        (Submission.__table__, _SUB_COLS, [r for _s, r in subs]),
+        (Attachment.__table__, _FILE_COLS, files),
+        (DeliveryJob.__table__, _JOB_COLS, jobs),
+        (Event.__table__, _EVENT_COLS, events),
+    ):
+        if rows:
+            sql, _order, _procs = _compiled(table, dialect, cols)  # type: ignore[arg-type]
+            conn.exec_driver_sql(sql, rows)
+    return results
+
+
+_INSERTS: dict[tuple[str, str, tuple[str, ...]], tuple[str, tuple[int, ...] | None, list[Any]]]
+_INSERTS = {}
+
+
+def _compiled(
+    table: Table, dialect: Any, cols: tuple[str, ...]
+) -> tuple[str, tuple[int, ...] | None, list[Any]]:
+    """An INSERT of ``cols`` compiled once per table and dialect: (SQL, the positions of
+    ``cols`` in the driver's positional order or None for named parameters, bind processors
+    in ``cols`` order). The values go through each column type's own bind processor (UTC
+    datetimes, JSON), exactly as a Core insert does them, minus the per-call compile work."""
     key = (table.name, dialect.name, cols)
     entry = _INSERTS.get(key)
     if entry is None:
         compiled = insert(table).compile(dialect=dialect, column_keys=list(cols))
         order = tuple(compiled.positiontup) if compiled.positiontup else None
-        names = order or cols
-        procs = [table.c[n].type.dialect_impl(dialect).bind_processor(dialect) for n in names]
-        entry = (compiled.string, order, procs)
+        positions = tuple(cols.index(n) for n in order) if order else None
+        procs = [table.c[n].type.dialect_impl(dialect).bind_processor(dialect) for n in cols]
+        entry = (compiled.string, positions, procs)
         _INSERTS[key] = entry
-    sql, order, procs = entry
-    params: list[Any]
-    if order is not None:
-        params = [
-            tuple(p(r[n]) if p else r[n] for n, p in zip(order, procs, strict=True)) for r in rows
-        ]
-    else:
-        params = [
-            {n: (p(r[n]) if p else r[n]) for n, p in zip(cols, procs, strict=True)} for r in rows
-        ]
-    conn.exec_driver_sql(sql, params)
+    return entry
+
+
+def _bind(table: Table, dialect: Any, cols: tuple[str, ...], values: tuple[Any, ...]) -> Any:
+    """One row's parameters for the driver: a tuple (positional) or a dict (named)."""
+    _sql, positions, procs = _compiled(table, dialect, cols)
+    bound = [p(v) if p else v for v, p in zip(values, procs, strict=True)]
+    if positions is not None:
+        return tuple(bound[i] for i in positions)
+    return dict(zip(cols, bound, strict=True))
 
 
 def store_batch(db: Any, config: Config, items: list[NewSubmission]) -> list[Stored]:
