@@ -3,12 +3,18 @@
 ``Database.session()`` is the unit of work: it commits when the block ends without an error and
 rolls back otherwise. On SQLite every writing transaction starts with ``BEGIN IMMEDIATE`` so two
 writers never deadlock on a lock upgrade; ``session(readonly=True)`` uses a deferred BEGIN.
+
+On SQLite the writing sessions of one process also queue on a process-wide lock before their
+``BEGIN IMMEDIATE``: a waiting thread is woken the moment the lock is free, instead of sleeping
+in SQLite's busy handler (which backs off up to 100 ms per try, a long tail for form intake).
+Other processes on the same file still meet SQLite's own lock and busy timeout.
 """
 
 from __future__ import annotations
 
 import importlib.resources
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +24,10 @@ from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+
+#: a writer waits this long for the process-wide SQLite write lock, then goes ahead and meets
+#: SQLite's own busy timeout (never a deadlock, only the old behaviour)
+WRITE_LOCK_WAIT = 30.0
 
 
 class StoreUnavailable(Exception):
@@ -55,6 +65,8 @@ class Database:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._ro_engine = self.engine.execution_options(postwatch_readonly=True)
         self._ro_sessions = sessionmaker(self._ro_engine, expire_on_commit=False)
+        # re-entrant: a thread that nests write sessions meets SQLite's lock as before
+        self._write_lock = threading.RLock() if self.dialect == "sqlite" else None
 
     @property
     def is_sqlite(self) -> bool:
@@ -62,6 +74,19 @@ class Database:
 
     @contextmanager
     def session(self, *, readonly: bool = False) -> Iterator[Session]:
+        lock = None if readonly else self._write_lock
+        if lock is not None and lock.acquire(timeout=WRITE_LOCK_WAIT):
+            try:
+                with self._session(readonly=readonly) as s:
+                    yield s
+            finally:
+                lock.release()
+            return
+        with self._session(readonly=readonly) as s:
+            yield s
+
+    @contextmanager
+    def _session(self, *, readonly: bool) -> Iterator[Session]:
         factory = self._ro_sessions if readonly else self._sessions
         try:
             with factory() as s:
