@@ -135,6 +135,7 @@ def test_hostile_mailbox_name_is_text_and_never_runs(
         tab = browser.tab(base)
         page = tab.page
         page.goto(link)
+        shot(tab, "ack-hostile")
         assert page.evaluate("window.__pwned") is None
         assert HOSTILE in page.inner_text("body")  # shown, as text
         assert page.locator("body script, body img").count() == 0

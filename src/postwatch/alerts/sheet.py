@@ -119,9 +119,9 @@ def _contacts(account: AccountConfig, lang: str) -> list[tuple[str, str, str, st
             elif own.reason(info):
                 note = f"  [{t['same_path']}]"
             chans.append(info.masked + note)
-        quiet = c.quiet_hours or "-"
         tz = c.timezone or t["default"]
-        out.append((c.name, c.role, c.language, f"{quiet} ({tz})", chans))
+        quiet = f"{c.quiet_hours} ({tz})" if c.quiet_hours else t["none"]
+        out.append((c.name, c.role, c.language, quiet, chans))
     return out
 
 
