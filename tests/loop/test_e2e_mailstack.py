@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from postwatch.bounces.imap import BounceMailboxService, store_bounce
 from postwatch.bounces.parse import parse_bytes
@@ -77,9 +78,10 @@ def pw_config(tmp_path: Path, stack: MailStack, db: Database, *, log: bool) -> C
 
 
 def bounce_box(stack: MailStack) -> BounceMailboxConfig:
-    return BounceMailboxConfig(account="gym", host="127.0.0.1", port=stack.imap_port,
-                               tls="none", user=BOUNCES, password=stack.password(BOUNCES),
-                               idle_timeout=1)
+    return BounceMailboxConfig(
+        account="gym", host="127.0.0.1", port=stack.imap_port, tls="none", user=BOUNCES,
+        password=SecretStr(stack.password(BOUNCES)), idle_timeout=1,
+    )
 
 
 def submit(db: Database, cfg: Config) -> str:
