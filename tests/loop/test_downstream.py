@@ -220,3 +220,31 @@ def test_relay_250_does_not_close_an_episode_but_a_final_server_does(
             mailbox_full_seen(s, account="gym", mailbox=INFO, data={"evidence": "x"})
         handed_over(db, cfg)
         assert kinds(db).count("mailbox_recovered") == expected
+
+
+def test_bounce_seen_while_the_worker_still_holds_the_job(
+    db: Database, relay_config: Config
+) -> None:
+    """The log line can be stored before the worker records the relay's 250: the bounce of
+    the new hand-over wins, the worker's late 250 is only an audit event."""
+    from datetime import timedelta
+
+    from postwatch.delivery.outbox import claim, record
+    from postwatch.delivery.send import Reply
+
+    cfg = relay_config
+    sid = submit(db, cfg)
+    [c] = claim(db, "w1", timedelta(minutes=5))
+    mid = c.mail.message_id
+    line = LINE.format(dsn="5.2.2", status="bounced", reply="552 5.2.2 Quota exceeded")
+    # without a queue id it cannot be told from an older hand-over: left alone
+    assert apply(db, cfg, mid, "bounced", FULL, line) == "ignored"
+    assert jobs(db, sid)[INFO].state == "sending"
+    assert apply(db, cfg, mid, "bounced", FULL, line, queue_id="4ABC123") == "held"
+    out = record(db, cfg, "w1", c, Reply(True, 250, "2.0.0 Ok: queued as 4ABC123", None, "done"))
+    assert out.result == "lost"
+    j = jobs(db, sid)
+    assert j[INFO].state == "held" and j[OWNER].state == "pending"
+    with db.session(readonly=True) as s:
+        late = [e.data for e in fetch_events(s, kinds=["delivery_attempt"]) if e.data.get("late")]
+    assert len(late) == 1 and late[0]["result"] == "delivered"

@@ -229,6 +229,8 @@ def _apply(
         "message_id": job.message_id,
         "stage": reply.stage,
         "worker": worker,
+        # a relay's 250 ([smtp] final = false) means "queued there", not "in the mailbox"
+        "final": config.smtp.final,
     }
 
     def attempt_event(result: str) -> None:

@@ -45,6 +45,7 @@ _REJECT_RE = re.compile(r"(?:milter-)?reject: (.*?) from (\S+?): (.*); from=<([^
 _DELIVERY = RecordKind.DELIVERY
 _ARRIVAL = RecordKind.ARRIVAL
 _REMOVED = RecordKind.REMOVED
+_MESSAGE_ID = RecordKind.MESSAGE_ID
 _SENT = DeliveryStatus.SENT
 _DEFERRED = DeliveryStatus.DEFERRED
 # A line can only be of interest if it contains one of these (cheap test before any parsing).
@@ -140,15 +141,11 @@ def parse_postfix_body(
         mid = rest[11:].split(" ", 1)[0].strip().strip(",")
         if not mid:
             return None
+        # positional, like the delivery line: one per message on a busy server
         return MailLogRecord(
-            time=time,
-            mta="postfix",
-            kind=RecordKind.MESSAGE_ID,
-            raw=raw,
-            program=program,
-            host=host,
-            queue_id=qid,
-            message_id=mid if mid.startswith("<") else f"<{mid}>",
+            time, "postfix", _MESSAGE_ID, raw, program, host, qid,
+            None, None, None, None, None, None, None, None, None,
+            mid if mid[:1] == "<" else f"<{mid}>",
         )
     if first == "sen" and " notification: " in rest:
         return MailLogRecord(
