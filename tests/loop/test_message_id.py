@@ -24,7 +24,7 @@ POSTFIX = [
 
 def outcomes(parser: object, lines: list[str]) -> list[RecipientOutcome]:
     tracker = MessageTracker()
-    out = []
+    out: list[RecipientOutcome] = []
     for line in lines:
         rec = parser.parse(line)  # type: ignore[attr-defined]
         if rec is not None:
