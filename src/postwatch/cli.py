@@ -86,6 +86,8 @@ def _setup_logging(verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if not verbose:
+        logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def _run_loop(main: Coroutine[Any, Any, None]) -> None:
@@ -154,7 +156,7 @@ def serve(
     init_config: Annotated[
         bool, typer.Option("--init", help="write a sample config first if the file is missing")
     ] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log debug detail")] = False,
 ) -> None:
     """Run HTTP intake, delivery workers, watches and the scheduler in one process."""
     if init_config and not config.exists():
@@ -172,7 +174,7 @@ def serve(
 @app.command()
 def worker(
     config: ConfigOption = DEFAULT_CONFIG_PATH,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log debug detail")] = False,
 ) -> None:
     """Run the background services only (delivery, watches), for scale-out."""
     _setup_logging(verbose)
