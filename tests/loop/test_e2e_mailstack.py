@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -227,11 +228,67 @@ async def test_dsn_path_alone_gives_the_same_result_and_is_idempotent(
     [raw] = dsns(stack)
     before = (kinds(db), state(db, sid, INFO), state(db, sid, OWNER))
     with db.session() as s:
-        store_bounce(s, cfg, parse_bytes(raw), account="gym", source="bounce:file",
-                     evidence="again")
+        _report, [again] = store_bounce(s, cfg, parse_bytes(raw), account="gym",
+                                        source="bounce:file", evidence="again")
+    assert again.result == "duplicate"
     after = kinds(db)
     # the watched mailbox's bounce is an event again (a delivery_failed), the job is not touched
     assert [k for k in after if k != "delivery_failed"] == [
         k for k in before[0] if k != "delivery_failed"]
     assert (state(db, sid, INFO), state(db, sid, OWNER)) == before[1:]
     assert len(downstream(db)) == 1
+
+
+def test_dsn_file_applied_with_classify_bounce(
+    stack: MailStack, tmp_path: Path, sqlite_db: Database
+) -> None:
+    """No watch at all: the worker hands over (250), Postfix bounces; the operator feeds the
+    DSN file to ``postwatch classify-bounce --apply`` -> held + fallback; twice = once."""
+    from typer.testing import CliRunner
+
+    from postwatch.cli import app
+    from postwatch.config import load_config
+    from tests.delivery.conftest import drain
+
+    stack.reset()
+    stack.fill(INFO)
+    toml = tmp_path / "postwatch.toml"
+    toml.write_text(f"""
+[database]
+url = "{sqlite_db.url}"
+[smtp]
+host = "127.0.0.1"
+port = {stack.smtp_port}
+sender = "{BOUNCES}"
+[[accounts]]
+id = "gym"
+[[accounts.forms]]
+id = "contact"
+recipients = ["{INFO}"]
+fallback = ["{OWNER}"]
+redirect = "https://gym.example/bedankt"
+""")
+    cfg = load_config(toml)
+    sid = submit(sqlite_db, cfg)
+    since = stack.log_offset()
+    assert drain(DeliveryWorker(cfg, sqlite_db)) == 1
+    assert state(sqlite_db, sid, INFO) == "delivered"  # the relay's 250: handed over
+    stack.wait_log(r"to=<info@gym\.example>.*status=bounced", since=since)
+    for _ in range(200):
+        if dsns(stack):
+            break
+        time.sleep(0.05)
+    [raw] = dsns(stack)
+    eml = tmp_path / "dsn.eml"
+    eml.write_bytes(raw)
+    runner = CliRunner()
+    res = runner.invoke(app, ["classify-bounce", "--apply", "--config", str(toml), str(eml)])
+    assert res.exit_code == 0, res.output
+    assert '"reason": "mailbox_full"' in res.stdout
+    assert "held 1" in res.stderr
+    assert state(sqlite_db, sid, INFO) == "held"
+    assert state(sqlite_db, sid, OWNER) == "pending"
+    res2 = runner.invoke(app, ["classify-bounce", "--apply", "--config", str(toml), str(eml)])
+    assert res2.exit_code == 0 and "duplicate 1" in res2.stderr
+    assert kinds(sqlite_db).count("delivery_held") == 1
+    assert kinds(sqlite_db).count("delivery_fallback") == 1

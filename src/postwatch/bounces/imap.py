@@ -96,7 +96,7 @@ def store_bounce(
     source: str,
     evidence: str,
     watched: dict[str, str | None] | None = None,
-) -> BounceReport:
+) -> tuple[BounceReport, list[Downstream]]:
     """Everything one message of a bounce mailbox says, in the caller's transaction: events for
     watched mailboxes, ``bounce_received`` for others, and for a bounce of a mail postwatch sent
     (its original Message-ID is one of postwatch's) the delivery room's downstream rule
@@ -119,8 +119,10 @@ def store_bounce(
             account=account,
             data={"kind": str(report.kind), "subject": subject, "source": source},
         )
-    report_downstream(session, config, report, msg, source=source, evidence=evidence, at=at)
-    return report
+    done = report_downstream(
+        session, config, report, msg, source=source, evidence=evidence, at=at
+    )
+    return report, done
 
 
 def report_downstream(
