@@ -19,6 +19,7 @@ import email
 import email.policy
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +130,10 @@ def dsns(stack: MailStack) -> list[bytes]:
     return [m for m in stack.messages(BOUNCES) if b"multipart/report" in m]
 
 
+def _started(svc: MaillogService) -> bool:
+    return svc.processor is not None
+
+
 class Running:
     """postwatch's delivery worker, and the log watch and/or the bounce watch, in this loop."""
 
@@ -148,7 +153,10 @@ class Running:
         self.tasks = [asyncio.create_task(s.run(self.stop)) for s in self.services]
         if self.bounce is not None:
             await asyncio.to_thread(self.bounce.ready.wait, 10)
-        await asyncio.sleep(0.3)  # the log follower starts at the end of the file
+        # the log follower starts at the end of the file: wait until it is there
+        for svc in self.services:
+            if isinstance(svc, MaillogService):
+                await wait_for(partial(_started, svc))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
