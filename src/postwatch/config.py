@@ -136,6 +136,10 @@ class SmtpConfig(SecretSource):
     helo: str | None = None
     #: CA bundle to verify the server's certificate (default: the system's trust store)
     ca_file: Path | None = None
+    #: true: this server IS the mailbox server (it checks the quota at RCPT, e.g. Postfix with
+    #: Dovecot's quota-status policy, or LMTP), so its 250 means "in the mailbox"; false: a
+    #: relay that queues the mail (its 250 means "accepted"; the outcome comes from its log)
+    final: bool = False
 
     @model_validator(mode="after")
     def _secret(self) -> SmtpConfig:

@@ -45,6 +45,9 @@ def delivery_config(tmp_path: Path, sink: SmtpSink | int, db: Database | None = 
         "port": sink if isinstance(sink, int) else sink.port,
         "sender": "postwatch@hoster.example",
         "timeout": "1s",
+        # the test server answers for the mailbox itself (refuses "full" at RCPT): a final
+        # server, so its 250 closes a mailbox-full episode
+        "final": True,
     }
     overrides: dict[str, Any] = {"smtp": smtp, "delivery": d}
     if db is not None:

@@ -16,28 +16,172 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Header, HTTPException
 from fastapi.responses import HTMLResponse
 
-from postwatch.alerts import links, queries
+from postwatch.alerts import links, messages, queries
 from postwatch.alerts.engine import acknowledge
 from postwatch.config import Config
 from postwatch.store import Database
 from postwatch.store.models_alerts import Alert
 
+# The page: one column that fits a phone, a large button, nothing loaded from elsewhere
+# (the Content-Security-Policy allows inline styles only: no scripts, no images, no frames).
 _PAGE = """<!doctype html>
 <html lang="{lang}"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="referrer" content="no-referrer">
+<meta name="robots" content="noindex">
 <title>{title}</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:40em;margin:3em auto;padding:0 1em}}
-button{{font-size:1.1em;padding:.5em 1.5em}}</style></head>
-<body><h1>{title}</h1>{body}</body></html>"""
+<style>
+*{{box-sizing:border-box}}
+body{{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;font-size:17px;line-height:1.45;
+color:#1d1d1f;background:#f2f3f5;margin:0;padding:1rem}}
+main{{max-width:34rem;margin:1rem auto;background:#fff;border-radius:10px;padding:1.25rem;
+box-shadow:0 1px 3px rgba(0,0,0,.12);overflow-wrap:anywhere}}
+h1{{font-size:1.3rem;line-height:1.25;margin:.2rem 0 1rem}}
+.tag{{display:inline-block;font-size:.8rem;font-weight:600;letter-spacing:.03em;
+text-transform:uppercase;padding:.15rem .55rem;border-radius:1rem;background:#e5e7eb}}
+.critical{{background:#fde2e1;color:#9b1c1c}} .warning{{background:#fef3c7;color:#854d0e}}
+.ok{{background:#dcfce7;color:#166534}} .bad{{background:#fde2e1;color:#9b1c1c}}
+dl{{margin:0 0 1rem}} dt{{font-size:.8rem;color:#555;margin-top:.7rem}} dd{{margin:0}}
+code{{font-size:.8rem;background:#f4f4f5;padding:.1rem .25rem;border-radius:3px}}
+.note{{color:#444}}
+.done{{background:#ecfdf3;border:1px solid #86efac;border-radius:8px;padding:.8rem 1rem;
+margin-bottom:1.2rem}} .done strong{{color:#166534;font-size:1.15rem}} .done p{{margin:.4rem 0 0}}
+.small{{font-size:.8rem;color:#666}}
+button{{display:block;width:100%;font:inherit;font-weight:600;color:#fff;background:#1f5fbf;
+border:0;border-radius:8px;padding:.85rem 1rem;margin:1rem 0 .5rem;cursor:pointer}}
+button:hover,button:focus{{background:#174a96}}
+@media (min-width:40rem){{body{{padding:2rem}} main{{padding:2rem}}}}
+</style></head>
+<body><main>{body}</main></body></html>"""
+
+#: Security headers of every page of the link: nothing cached, nothing indexed, no scripts,
+#: forms post only back here, the page is never shown inside another site's frame.
+_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Robots-Tag": "noindex",
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+_L = {
+    "en": {
+        "page": "Acknowledge an alert",
+        "state.firing": "Open",
+        "state.acknowledged": "Acknowledged",
+        "state.resolved": "Over",
+        "explain": (
+            "Acknowledging tells postwatch that someone is on it: it stops the reminders and "
+            "stops the alert being passed on to the next person. It changes nothing else."
+        ),
+        "button": "Acknowledge",
+        "done": "Acknowledged",
+        "done_note": (
+            "Thank you. No more reminders will be sent and nobody else will be told about this "
+            "alert. You will get one message when it is over."
+        ),
+        "not_firing": "There is nothing more to do on this page.",
+        "bad": "This link does not work",
+        "bad_note": (
+            "Use the link in the newest message about this alert, or ask your hoster to "
+            "acknowledge it for you."
+        ),
+        "gone": "This alert no longer exists.",
+        "count": "Times seen",
+        "state": "State",
+        "severity": "Severity",
+    },
+    "nl": {
+        "page": "Melding bevestigen",
+        "state.firing": "Open",
+        "state.acknowledged": "Bevestigd",
+        "state.resolved": "Voorbij",
+        "explain": (
+            "Bevestigen laat postwatch weten dat iemand ermee bezig is: er komen geen "
+            "herinneringen meer en de melding gaat niet door naar de volgende persoon. Verder "
+            "verandert er niets."
+        ),
+        "button": "Bevestigen",
+        "done": "Bevestigd",
+        "done_note": (
+            "Dank u. Er komen geen herinneringen meer en niemand anders krijgt deze melding. "
+            "U krijgt één bericht wanneer het voorbij is."
+        ),
+        "not_firing": "Op deze pagina is niets meer te doen.",
+        "bad": "Deze link werkt niet",
+        "bad_note": (
+            "Gebruik de link in het nieuwste bericht over deze melding, of vraag uw hoster om "
+            "hem voor u te bevestigen."
+        ),
+        "gone": "Deze melding bestaat niet meer.",
+        "count": "Aantal keer gezien",
+        "state": "Status",
+        "severity": "Ernst",
+    },
+}
 
 
 def _page(title: str, body: str, status: int = 200, lang: str = "en") -> HTMLResponse:
     html = _PAGE.format(title=escape(title), body=body, lang=lang)
-    return HTMLResponse(
-        html,
-        status_code=status,
-        headers={"Cache-Control": "no-store", "X-Robots-Tag": "noindex"},
+    return HTMLResponse(html, status_code=status, headers=dict(_HEADERS))
+
+
+def _reader(config: Config, account_id: str, contact: str) -> tuple[str, str]:
+    """(language, timezone) of the contact the link was sent to; English and UTC otherwise."""
+    try:
+        account = config.account(account_id)
+    except KeyError:
+        return "en", "UTC"
+    for c in account.contacts:
+        if c.name == contact:
+            lang = c.language if c.language in _L else "en"
+            return lang, c.timezone or "UTC"
+    return "en", "UTC"
+
+
+def _describe(config: Config, a: Alert, lang: str, tz: str) -> str:
+    """The alert as a heading and a short list of facts, every value escaped."""
+    t, m = _L[lang], messages.T[lang]
+    try:
+        account_name = config.account(a.account).name
+    except KeyError:
+        account_name = None
+    f = messages.AlertFacts(
+        id=a.id, rule=a.rule, concern=a.concern, subject=a.subject, account_id=a.account,
+        account_name=account_name, severity=a.severity, started_at=a.started_at,
+        count=a.count, data=dict(a.data or {}), fingerprint=a.fingerprint,
+    )
+    try:
+        args = messages._fmt_args(f, lang, tz)
+        head = messages.clean_title(m.get(f"{a.rule}.title", a.rule).format(**args))
+        head = head[:1].upper() + head[1:]
+        what = m.get(f"{a.rule}.what", "").format(**args)
+    except (KeyError, ValueError, IndexError):
+        head, what = a.rule, ""
+    sev = a.severity if a.severity in ("critical", "warning") else ""
+    state_cls = {"acknowledged": "ok", "resolved": "ok"}.get(a.state, sev)
+    acct = f"{account_name} ({a.account})" if account_name else a.account
+    rows = [
+        (m["account"], escape(acct)),
+        (m["address"], f"<code>{escape(a.subject)}</code>"),
+        (m["since"], escape(messages.local(a.started_at, tz))),
+        (t["count"], str(int(a.count))),
+    ]
+    evidence = (a.data or {}).get("evidence")
+    if evidence:
+        rows.append((m["evidence"], f"<code>{escape(str(evidence)[:400])}</code>"))
+    facts = "".join(f"<dt>{escape(k)}</dt><dd>{v}</dd>" for k, v in rows)
+    return (
+        f'<p><span class="tag {escape(sev)}">{escape(m.get(a.severity, a.severity))}</span> '
+        f'<span class="tag {escape(state_cls)}">{escape(t.get("state." + a.state, a.state))}'
+        f"</span></p>"
+        f"<h1>{escape(head)}</h1>"
+        + (f'<p class="note">{escape(what)}</p>' if what else "")
+        + f"<dl>{facts}</dl>"
+        + f'<p class="small">{escape(m["alert"])} {int(a.id)}</p>'
     )
 
 
@@ -50,7 +194,12 @@ def routes(config: Config, db: Database) -> APIRouter:
         return links.read_token(secret, token, config.alerts.ack_link_ttl, datetime.now(UTC))
 
     def bad_link(exc: links.LinkError) -> HTMLResponse:
-        return _page("Acknowledge", f"<p>{escape(str(exc))}.</p>", 410 if exc.expired else 400)
+        t = _L["en"]
+        body = (
+            f"<h1>{escape(t['bad'])}</h1><p>{escape(str(exc)[:1].upper() + str(exc)[1:])}.</p>"
+            f'<p class="note">{escape(t["bad_note"])}</p>'
+        )
+        return _page(t["bad"], body, 410 if exc.expired else 400)
 
     @router.get("/alerts/ack/{token}", response_class=HTMLResponse)
     def ack_form(token: str) -> HTMLResponse:
@@ -61,19 +210,25 @@ def routes(config: Config, db: Database) -> APIRouter:
         with db.session(readonly=True) as s:
             a = s.get(Alert, c.alert_id)
             if a is None:
-                return _page("Acknowledge", "<p>This alert no longer exists.</p>", 404)
-            what = (
-                f"<p>Alert {a.id}: <strong>{escape(a.rule)}</strong> for "
-                f"<code>{escape(a.subject)}</code> (account {escape(a.account)}), "
-                f"{escape(a.severity)}, {escape(a.state)}.</p>"
-            )
-        if a.state != "firing":
-            return _page("Acknowledge", what + "<p>Nothing to do: it is no longer firing.</p>")
+                return _page(_L["en"]["page"], f"<h1>{escape(_L['en']['gone'])}</h1>", 404)
+            lang, tz = _reader(config, a.account, c.contact)
+            t = _L[lang]
+            what = _describe(config, a, lang, tz)
+            state = a.state
+            done = ""
+            if a.acked_by and a.acked_at:
+                done = messages.T[lang]["acked_by"].format(
+                    by=a.acked_by, at=messages.local(a.acked_at, tz)
+                )
+        if state != "firing":
+            note = f"{done} " if state == "acknowledged" else ""
+            return _page(t["page"], what + f'<p class="note">{escape(note + t["not_firing"])}</p>',
+                         lang=lang)
         form = (
-            f'{what}<form method="post"><p>Acknowledging stops reminders and escalation for '
-            f"this alert. It does nothing else.</p><button>Acknowledge</button></form>"
+            f'{what}<form method="post"><button>{escape(t["button"])}</button></form>'
+            f'<p class="small">{escape(t["explain"])}</p>'
         )
-        return _page("Acknowledge", form)
+        return _page(t["page"], form, lang=lang)
 
     @router.post("/alerts/ack/{token}", response_class=HTMLResponse)
     def ack_post(token: str) -> HTMLResponse:
@@ -85,8 +240,21 @@ def routes(config: Config, db: Database) -> APIRouter:
             res = acknowledge(
                 s, c.alert_id, by=f"{c.contact} (link)", now=datetime.now(UTC), via="link"
             )
-        status = 200 if res.ok else 404
-        return _page("Acknowledge", f"<p>{escape(res.message)}.</p>", status)
+        if not res.ok:
+            return _page(_L["en"]["page"], f"<p>{escape(res.message)}.</p>", 404)
+        with db.session(readonly=True) as s:
+            a = s.get(Alert, c.alert_id)
+            if a is None:
+                return _page(_L["en"]["page"], f"<h1>{escape(_L['en']['gone'])}</h1>", 404)
+            lang, tz = _reader(config, a.account, c.contact)
+            t = _L[lang]
+            what = _describe(config, a, lang, tz)
+        body = (
+            f'<div class="done" role="status"><strong>&#10003; {escape(t["done"])}</strong>'
+            f'<p>{escape(t["done_note"])}</p>'
+            f'<p class="small">{escape(res.message)}.</p></div>{what}'
+        )
+        return _page(t["done"], body, lang=lang)
 
     def authorise(authorization: str | None) -> None:
         token = config.alerts.api_token

@@ -119,9 +119,9 @@ def _contacts(account: AccountConfig, lang: str) -> list[tuple[str, str, str, st
             elif own.reason(info):
                 note = f"  [{t['same_path']}]"
             chans.append(info.masked + note)
-        quiet = c.quiet_hours or "-"
         tz = c.timezone or t["default"]
-        out.append((c.name, c.role, c.language, f"{quiet} ({tz})", chans))
+        quiet = f"{c.quiet_hours} ({tz})" if c.quiet_hours else t["none"]
+        out.append((c.name, c.role, c.language, quiet, chans))
     return out
 
 
@@ -163,44 +163,97 @@ def text_sheet(config: Config, account: AccountConfig, lang: str = "en") -> str:
     return "\n".join(lines) + "\n"
 
 
+def _channel_html(channel: str) -> str:
+    """A masked channel URL, with its note (unusable, same mail path) set apart below it."""
+    url, _, note = channel.partition("  [")
+    out = f"<code>{escape(url)}</code>"
+    if note:
+        out += f'<br><span class="warn">{escape(note.removesuffix("]"))}</span>'
+    return out
+
+
+# One A4 page to attach to an agreement; on a phone the tables become stacked cards.
+_CSS = """
+*{box-sizing:border-box}
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;font-size:11pt;line-height:1.4;
+color:#1d1d1f;max-width:52em;margin:2em auto;padding:0 1em}
+h1{font-size:1.6em;margin:0 0 .3em} h2{font-size:1.15em;margin:1.6em 0 .4em;
+border-bottom:2px solid #3465a4;padding-bottom:.15em}
+.facts{display:grid;grid-template-columns:max-content 1fr;gap:.2em 1em;margin:0 0 1em}
+.facts dt{color:#555} .facts dd{margin:0;overflow-wrap:anywhere}
+table{border-collapse:collapse;width:100%;margin:.4em 0 1em}
+td,th{border:1px solid #bbb;padding:.4em .55em;text-align:left;vertical-align:top}
+th{background:#eef2f7;font-weight:600}
+.concern strong{display:block} .concern small{color:#666}
+ol{margin:0;padding-left:1.3em} li{margin:.1em 0}
+code{font-size:.85em;overflow-wrap:anywhere} .warn{font-size:.85em;color:#8a4b00}
+.rules li{margin:.3em 0}
+table.contacts{table-layout:fixed} .contacts td{overflow-wrap:anywhere}
+@media (max-width:40em){body{margin:1em auto;padding:0 .7em}
+table,tbody,tr,td{display:block;width:100%} tr.head,colgroup{display:none}
+tr{border:1px solid #bbb;border-radius:6px;margin:0 0 .8em;padding:.3em .2em}
+td{border:0;padding:.2em .5em} td[data-label]::before{content:attr(data-label);display:block;
+font-size:.8em;color:#666}}
+@page{size:A4;margin:15mm}
+@media print{body{max-width:none;margin:0;padding:0;font-size:9.5pt;line-height:1.3;color:#000}
+h1{font-size:1.45em} h2{margin:1em 0 .3em} td,th{padding:.25em .45em} .rules li{margin:.15em 0}
+th{background:#eee} tr,li{break-inside:avoid} h2{break-after:avoid}}
+"""
+
+
 def html_sheet(config: Config, account: AccountConfig, lang: str = "en") -> str:
     t = L[lang]
     e = escape
+
+    def arrows(text: str) -> str:
+        return e(text).replace(" -&gt; ", " &rarr; ")
+
     rows = "".join(
-        f"<tr><td><strong>{e(c)}</strong><br><small>{e(d)}</small></td><td>{e(f)}</td>"
-        f"<td>{e(th)}</td></tr>"
+        f'<tr><td class="concern"><strong>{e(d[:1].upper() + d[1:])}</strong>'
+        f"<small>{e(c)}</small></td>"
+        f'<td data-label="{e(t["first"])}">{e(f)}</td>'
+        f'<td data-label="{e(t["then"])}">{arrows(th)}</td></tr>'
         for c, d, f, th in _rows(config, account, lang)
     )
     contacts = "".join(
-        f"<tr><td>{e(n)}</td><td>{e(r)}</td><td>{e(lg)}</td><td>{e(q)}</td><td><ol>"
-        + "".join(f"<li><code>{e(ch)}</code></li>" for ch in chans)
-        + "</ol></td></tr>"
+        f"<tr><td><strong>{e(n)}</strong></td>"
+        f'<td data-label="{e(t["role"])}">{e(r)}</td>'
+        f'<td data-label="{e(t["language"])}">{e(lg)}</td>'
+        f'<td data-label="{e(t["quiet"])}">{e(q)}</td>'
+        f'<td data-label="{e(t["channels"])}">'
+        + (
+            "<ol>" + "".join(f"<li>{_channel_html(ch)}</li>" for ch in chans) + "</ol>"
+            if chans
+            else e(t["no_channels"])
+        )
+        + "</td></tr>"
         for n, r, lg, q, chans in _contacts(account, lang)
     )
-    rules = "".join(f"<li>{e(r)}</li>" for r in _rules(config, lang))
+    rules = "".join(f"<li>{arrows(r)}</li>" for r in _rules(config, lang))
     title = t["title"].format(name=account.name or account.id)
     mailboxes = ", ".join(m.address for m in account.mailboxes) or t["none"]
     sites = ", ".join(str(s.root) for s in account.sites) or t["none"]
     return f"""<!doctype html>
-<html lang="{lang}"><head><meta charset="utf-8"><title>{e(title)}</title>
-<style>
-body{{font-family:system-ui,sans-serif;font-size:11pt;max-width:48em;margin:2em auto}}
-table{{border-collapse:collapse;width:100%;margin:.5em 0 1.5em}}
-td,th{{border:1px solid #999;padding:.3em .5em;text-align:left;vertical-align:top}}
-ol{{margin:0;padding-left:1.2em}} code{{font-size:9pt;word-break:break-all}}
-@media print{{body{{margin:0}}}}
-</style></head><body>
+<html lang="{lang}"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'">
+<title>{e(title)}</title>
+<style>{_CSS}</style></head><body>
 <h1>{e(title)}</h1>
-<p>{e(t["account"])} <code>{e(account.id)}</code>. {e(t["watched"])}: {e(mailboxes)}.
-{e(t["sites"])}: {e(sites)}.</p>
+<dl class="facts"><dt>{e(t["account"])}</dt><dd><code>{e(account.id)}</code></dd>
+<dt>{e(t["watched"])}</dt><dd>{e(mailboxes)}</dd>
+<dt>{e(t["sites"])}</dt><dd>{e(sites)}</dd></dl>
 <h2>{e(t["who"])}</h2>
-<table><tr><th>{e(t["concern"])}</th><th>{e(t["first"])}</th><th>{e(t["then"])}</th></tr>
+<table><tr class="head"><th>{e(t["concern"])}</th><th>{e(t["first"])}</th>
+<th>{e(t["then"])}</th></tr>
 {rows}</table>
 <h2>{e(t["contacts"])}</h2>
-<table><tr><th>{e(t["name"])}</th><th>{e(t["role"])}</th><th>{e(t["language"])}</th>
+<table class="contacts"><colgroup><col style="width:22%"><col style="width:12%">
+<col style="width:11%"><col style="width:20%"><col></colgroup>
+<tr class="head"><th>{e(t["name"])}</th><th>{e(t["role"])}</th><th>{e(t["language"])}</th>
 <th>{e(t["quiet"])}</th><th>{e(t["channels"])}</th></tr>
 {contacts}</table>
 <h2>{e(t["rules"])}</h2>
-<ul>{rules}</ul>
+<ul class="rules">{rules}</ul>
 </body></html>
 """

@@ -31,10 +31,20 @@ import ssl
 import threading
 import time
 from datetime import UTC, datetime
+from email.message import Message
 from typing import Any
+
+from sqlalchemy.orm import Session
 
 from postwatch.bounces.parse import BounceReport, MessageKind, analyse, parse_bytes
 from postwatch.config import BounceMailboxConfig, Config
+from postwatch.delivery.outbox import (
+    Downstream,
+    downstream_outcome,
+    own_domain,
+    own_submission,
+)
+from postwatch.reasons import Reason, Verdict
 from postwatch.store import Database
 from postwatch.store.events import record_event
 from postwatch.watch.detect import Observation, store_observations, watched_mailboxes
@@ -75,6 +85,85 @@ def report_observations(
         else:
             others.append(data)
     return watched_obs, others
+
+
+def store_bounce(
+    session: Session,
+    config: Config,
+    msg: Message,
+    *,
+    account: str | None,
+    source: str,
+    evidence: str,
+    watched: dict[str, str | None] | None = None,
+) -> tuple[BounceReport, list[Downstream]]:
+    """Everything one message of a bounce mailbox says, in the caller's transaction: events for
+    watched mailboxes, ``bounce_received`` for others, and for a bounce of a mail postwatch sent
+    (its original Message-ID is one of postwatch's) the delivery room's downstream rule
+    (:func:`postwatch.delivery.outbox.downstream_outcome`: hold / fail + fallback)."""
+    report = analyse(msg)
+    subject = report.subject or ""
+    at = _message_time(msg)
+    watched_obs, others = report_observations(
+        report,
+        watched=watched if watched is not None else watched_mailboxes(config),
+        source=source, at=at, evidence=evidence,
+    )
+    store_observations(session, watched_obs)
+    for data in others:
+        record_event(session, "bounce_received", account=account, data=data)
+    if report.kind in (MessageKind.AUTO_REPLY, MessageKind.FEEDBACK_REPORT):
+        record_event(
+            session,
+            "bounce_mailbox_other",
+            account=account,
+            data={"kind": str(report.kind), "subject": subject, "source": source},
+        )
+    done = report_downstream(
+        session, config, report, msg, source=source, evidence=evidence, at=at
+    )
+    return report, done
+
+
+def report_downstream(
+    session: Session,
+    config: Config,
+    report: BounceReport,
+    msg: Message,
+    *,
+    source: str,
+    evidence: str,
+    at: datetime,
+) -> list[Downstream]:
+    """Hand each failure of a bounce of postwatch's own mail to the delivery room."""
+    mid = report.original_message_id
+    if report.kind not in (MessageKind.BOUNCE, MessageKind.DELAY) or not mid:
+        return []
+    if own_submission(mid, own_domain(config)) is None:  # cheap: no store access
+        return []
+    own_id = str(msg.get("Message-ID") or "").strip() or evidence
+    results = []
+    for f in report.failures:
+        if f.action == "delayed":
+            outcome = "deferred"
+        elif (f.status or "").startswith("4"):
+            outcome = "expired"  # failed after the MTA's retries ran out
+        else:
+            outcome = "bounced"
+        try:
+            reason = Reason(f.reason)
+        except ValueError:
+            reason = Reason.OTHER
+        verdict = Verdict(reason, f.permanent or outcome != "deferred", f.status, None)
+        text = f"{evidence}: {f.diagnostic or f.status or ''}"[:1000]
+        results.append(
+            downstream_outcome(
+                session, config, message_id=mid, recipient=f.recipient, outcome=outcome,
+                verdict=verdict, evidence=text, source=source, at=at,
+                key=f"dsn:{own_id}:{(f.recipient or '').lower()}",
+            )
+        )
+    return results
 
 
 def _message_time(msg: Any) -> datetime:
@@ -137,27 +226,13 @@ class BounceMailboxService:
 
     def _store_message(self, uid: int, raw: bytes) -> None:
         msg = parse_bytes(raw)
-        report = analyse(msg)
-        source = f"bounce:{self.box.label}"
-        subject = report.subject or ""
-        evidence = f"UID {uid}: {subject}"[:500]
-        watched_obs, others = report_observations(
-            report, watched=self.watched, source=source, at=_message_time(msg), evidence=evidence
-        )
+        subject = str(msg.get("Subject") or "")
         with self.db.session() as s:
-            store_observations(s, watched_obs)
-            for data in others:
-                record_event(s, "bounce_received", account=self.box.account, data=data)
-            if report.kind in (
-                MessageKind.AUTO_REPLY,
-                MessageKind.FEEDBACK_REPORT,
-            ):
-                record_event(
-                    s,
-                    "bounce_mailbox_other",
-                    account=self.box.account,
-                    data={"kind": str(report.kind), "subject": subject, "source": source},
-                )
+            store_bounce(
+                s, self.config, msg, account=self.box.account,
+                source=f"bounce:{self.box.label}", evidence=f"UID {uid}: {subject}"[:500],
+                watched=self.watched,
+            )
 
     def _outage(self, exc: Exception | None) -> None:
         """One ``bounce_source_failed`` event per outage, ``bounce_source_ok`` when it ends."""
@@ -237,5 +312,7 @@ __all__ = [
     "BounceMailboxConfig",
     "BounceMailboxService",
     "build_bounce_services",
+    "report_downstream",
     "report_observations",
+    "store_bounce",
 ]

@@ -18,11 +18,13 @@ so mail clients and the recipient can recognise the duplicate. No other path sen
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, or_, select, update
@@ -34,10 +36,10 @@ from postwatch.config import Config
 from postwatch.delivery.compose import AttachmentData, MailInput
 from postwatch.delivery.send import Reply
 from postwatch.intake.submissions import message_id
-from postwatch.reasons import Reason
+from postwatch.reasons import Reason, Verdict
 from postwatch.store import Database
 from postwatch.store.events import record_event
-from postwatch.store.models import Attachment, DeliveryJob, Submission, utcnow
+from postwatch.store.models import Attachment, DeliveryJob, Event, Submission, utcnow
 
 log = logging.getLogger("postwatch.delivery")
 
@@ -227,6 +229,8 @@ def _apply(
         "message_id": job.message_id,
         "stage": reply.stage,
         "worker": worker,
+        # a relay's 250 ([smtp] final = false) means "queued there", not "in the mailbox"
+        "final": config.smtp.final,
     }
 
     def attempt_event(result: str) -> None:
@@ -245,7 +249,9 @@ def _apply(
         job.delivered_at = now
         job.last_reason = None
         attempt_event("delivered")
-        if watched:
+        # only a final server's 250 means "in the mailbox"; a relay's 250 means "queued", and
+        # the mailbox's episode is closed by the relay's own log (status=sent) via the watch
+        if watched and config.smtp.final:
             episodes.delivery_succeeded(
                 s, account=job.account, mailbox=job.recipient,
                 data={"evidence": reply.line, "source": "delivery",
@@ -396,6 +402,196 @@ def _update_submission_status(s: Session, submission_id: str) -> None:
     else:
         status = "stored"
     sub.status = status
+
+
+# --------------------------------------------------------------------------- downstream
+# What the MTA did with a mail after its 250 (its log, or the DSN it sent back), by Message-ID.
+
+_QUEUED_AS = re.compile(r"queued as ([0-9A-Za-z]+)")
+_OWN_LOCAL = re.compile(r"^[A-Za-z0-9_-]{6,64}\.[0-9a-f]{12}$")
+
+
+def own_domain(config: Config) -> str:
+    """The domain of postwatch's Message-IDs (the ``[smtp] sender``'s domain)."""
+    return (config.smtp.sender.rpartition("@")[2] or "postwatch.invalid").lower()
+
+
+def normalise_message_id(message_id: str) -> str:
+    mid = message_id.strip()
+    return mid if mid.startswith("<") else f"<{mid}>"
+
+
+def own_submission(message_id: str | None, domain: str) -> str | None:
+    """The submission id if ``message_id`` has the shape of postwatch's own Message-IDs
+    (``<SUBMISSION.HASH12@domain>``), else None. No database access: cheap for every line."""
+    if not message_id:
+        return None
+    mid = message_id.strip().strip("<>")
+    local, at, dom = mid.rpartition("@")
+    if not at or dom.lower() != domain or not _OWN_LOCAL.match(local):
+        return None
+    return local.rsplit(".", 1)[0]
+
+
+@dataclass(frozen=True)
+class Downstream:
+    """What :func:`downstream_outcome` did: ``confirmed``, ``held``, ``failed``, ``deferred``
+    (recorded only: the MTA retries), ``duplicate`` (this evidence was seen before),
+    ``ignored`` (the job already moved on: held, failed, being resent...), ``unknown`` (no
+    job has that Message-ID)."""
+
+    result: str
+    job: int | None = None
+    reason: str | None = None
+
+
+def downstream_outcome(
+    session: Session,
+    config: Config,
+    *,
+    message_id: str,
+    recipient: str | None,
+    outcome: str,
+    verdict: Verdict | None,
+    evidence: str,
+    source: str,
+    at: datetime | None = None,
+    queue_id: str | None = None,
+    key: str | None = None,
+) -> Downstream:
+    """Apply what the MTA reported after accepting a job's mail, with the rules of a direct
+    SMTP reply (see docs/delivery.md, "After the 250"), in the caller's transaction.
+
+    ``outcome``: ``delivered`` (Postfix ``status=sent``), ``deferred``, ``bounced``,
+    ``expired``. ``queue_id``: the MTA's queue id when known (the log): an outcome for an
+    older hand-over than the job's last one is ignored. ``key`` identifies the evidence (default:
+    a hash of source and evidence); the same key twice changes nothing the second time.
+    """
+    now = utcnow()
+    at = at or now
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    mid = normalise_message_id(message_id)
+    sub_id = own_submission(mid, own_domain(config))
+    if sub_id is None:
+        return Downstream("unknown")
+    q = select(DeliveryJob).where(
+        DeliveryJob.submission_id == sub_id, DeliveryJob.message_id == mid
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        q = q.with_for_update()
+    job = session.scalar(q)
+    if job is None:
+        return Downstream("unknown")
+    key = key or hashlib.sha256(f"{source}\n{evidence}".encode()).hexdigest()[:24]
+    if _downstream_seen(session, job, key):
+        return Downstream("duplicate", job.id)
+    reason = verdict.reason.value if verdict else None
+    base: dict[str, Any] = {
+        "submission": job.submission_id, "job": job.id, "recipient": job.recipient,
+        "role": job.role, "attempt": job.attempts, "message_id": mid,
+        "stage": "downstream", "outcome": outcome, "code": verdict.code if verdict else None,
+        "status": verdict.status if verdict else None, "reason": reason,
+        "permanent": verdict.permanent if verdict else None,
+        "reply": evidence[-500:], "evidence": evidence, "source": source,
+        "queue_id": queue_id, "logged_recipient": recipient, "key": key,
+    }
+
+    if outcome == "delivered":
+        changed = job.state not in ("delivered", "sending")
+        if job.state != "sending":
+            job.state = "delivered"
+            job.delivered_at = at
+            job.last_reason = None
+            job.claimed_by = job.claimed_until = None
+            job.updated_at = now
+        record_event(session, "delivery_confirmed", account=job.account, mailbox=job.recipient,
+                     form=job.form, data={**base, "result": "delivered", "changed": changed},
+                     at=at)
+        _update_submission_status(session, job.submission_id)
+        return Downstream("confirmed", job.id)
+
+    # a failure: only for the job's latest hand-over, and only while it waits for an outcome
+    handed = _queued_as(job.last_reply)
+    if job.state == "delivered":
+        if queue_id and handed and queue_id != handed:
+            return Downstream("ignored", job.id, "older hand-over")
+    elif job.state == "sending":
+        # being sent again; an outcome for the previous hand-over (or of unknown origin) waits
+        if not queue_id or queue_id == handed:
+            return Downstream("ignored", job.id, "being sent again")
+    else:
+        return Downstream("ignored", job.id, f"job is {job.state}")
+
+    def attempt_event(result: str) -> None:
+        record_event(session, "delivery_attempt", account=job.account, mailbox=job.recipient,
+                     form=job.form, data={**base, "result": result}, at=at)
+
+    full = verdict is not None and verdict.reason is Reason.MAILBOX_FULL
+    if outcome == "deferred" and not full:
+        attempt_event("deferred")  # the MTA retries by itself
+        return Downstream("deferred", job.id, reason)
+
+    d = config.delivery
+    job.claimed_by = None
+    job.claimed_until = None
+    job.updated_at = now
+    job.delivered_at = None
+    job.last_reply = evidence[-1000:]
+    job.last_reason = reason or Reason.OTHER.value
+    result: Downstream
+    if outcome == "expired":
+        attempt_event("failed")
+        _expire(session, config, job, now, reason or Reason.EXPIRED.value)
+        result = Downstream("failed", job.id, Reason.EXPIRED.value)
+    elif full:
+        first = job.hold_until is None
+        if first:
+            job.hold_until = now + d.full_horizon
+        assert job.hold_until is not None
+        if now >= job.hold_until:
+            attempt_event("failed")
+            _expire(session, config, job, now, Reason.MAILBOX_FULL.value)
+            result = Downstream("failed", job.id, Reason.EXPIRED.value)
+        else:
+            job.state = "held"
+            job.next_attempt_at = min(now + d.full_retry_every, job.hold_until)
+            attempt_event("held")
+            if first:
+                record_event(
+                    session, "delivery_held", account=job.account, mailbox=job.recipient,
+                    form=job.form, at=at,
+                    data={"submission": job.submission_id, "job": job.id,
+                          "recipient": job.recipient, "reason": Reason.MAILBOX_FULL.value,
+                          "until": job.hold_until.isoformat(),
+                          "status": verdict.status if verdict else None,
+                          "reply": evidence[-500:], "stage": "downstream", "source": source},
+                )
+                _fallback(session, config, job, Reason.MAILBOX_FULL.value, now)
+            result = Downstream("held", job.id, Reason.MAILBOX_FULL.value)
+    else:
+        job.state = "failed"
+        attempt_event("failed")
+        _fallback(session, config, job, job.last_reason, now)
+        result = Downstream("failed", job.id, job.last_reason)
+    _update_submission_status(session, job.submission_id)
+    return result
+
+
+def _queued_as(reply: str | None) -> str | None:
+    m = _QUEUED_AS.search(reply or "")
+    return m.group(1) if m else None
+
+
+def _downstream_seen(session: Session, job: DeliveryJob, key: str) -> bool:
+    recent = session.scalars(
+        select(Event)
+        .where(Event.kind.in_(("delivery_attempt", "delivery_confirmed")),
+               Event.mailbox == job.recipient.lower())
+        .order_by(Event.id.desc())
+        .limit(500)
+    )
+    return any(e.data.get("key") == key and e.data.get("job") == job.id for e in recent)
 
 
 # --------------------------------------------------------------------------- operator actions

@@ -12,6 +12,7 @@ Understood Postfix messages::
     QID: to=<r>, [orig_to=<o>,] relay=R, ..., dsn=D, status=S (reply)   -> DELIVERY
     QID: from=<s>, status=expired, returned to sender       -> EXPIRED
     QID: removed                                            -> REMOVED
+    QID: message-id=<id>                                    -> MESSAGE_ID (cleanup)
     QID: sender non-delivery notification: QID2             -> NOTIFICATION
     NOQUEUE: reject: RCPT from h[a]: 552 5.2.2 ...; from=<s> to=<r> ...   -> REJECT
     QID: milter-reject: END-OF-MESSAGE from ...; from=<s> to=<r> ...      -> REJECT
@@ -44,10 +45,13 @@ _REJECT_RE = re.compile(r"(?:milter-)?reject: (.*?) from (\S+?): (.*); from=<([^
 _DELIVERY = RecordKind.DELIVERY
 _ARRIVAL = RecordKind.ARRIVAL
 _REMOVED = RecordKind.REMOVED
+_MESSAGE_ID = RecordKind.MESSAGE_ID
 _SENT = DeliveryStatus.SENT
 _DEFERRED = DeliveryStatus.DEFERRED
 # A line can only be of interest if it contains one of these (cheap test before any parsing).
-RELEVANT = ("to=", "from=", "removed", "reject", "notification", " dovecot", " exim")
+RELEVANT = (
+    "to=", "from=", "removed", "reject", "notification", " dovecot", " exim", "message-id="
+)
 
 _STATUS = {
     "sent": DeliveryStatus.SENT,
@@ -133,6 +137,16 @@ def parse_postfix_body(
         return MailLogRecord(time, "postfix", _ARRIVAL, raw, program, host, qid, sender)
     if rest == "removed":
         return MailLogRecord(time, "postfix", _REMOVED, raw, program, host, qid)
+    if first == "mes" and rest.startswith("message-id="):
+        mid = rest[11:].split(" ", 1)[0].strip().strip(",")
+        if not mid:
+            return None
+        # positional, like the delivery line: one per message on a busy server
+        return MailLogRecord(
+            time, "postfix", _MESSAGE_ID, raw, program, host, qid,
+            None, None, None, None, None, None, None, None, None,
+            mid if mid[:1] == "<" else f"<{mid}>",
+        )
     if first == "sen" and " notification: " in rest:
         return MailLogRecord(
             time=time,
@@ -195,6 +209,7 @@ class SyslogMailParser(LineParser[MailLogRecord]):
             or "notification" in line
             or line.find(" dovecot", 15, 130) >= 0
             or line.find(" exim", 15, 130) >= 0
+            or "message-id=" in line
         ):
             self._skip(line)
             return None
@@ -220,6 +235,7 @@ class SyslogMailParser(LineParser[MailLogRecord]):
                     or "notification" in line
                     or line.find(" dovecot", 15, 130) >= 0
                     or line.find(" exim", 15, 130) >= 0
+                    or "message-id=" in line
                 ):
                     try:
                         record = parse(line)

@@ -19,6 +19,7 @@ class RecordKind(StrEnum):
     REJECT = "reject"  # postfix NOQUEUE/QID reject:, milter-reject; exim "rejected RCPT"
     NOTIFICATION = "notification"  # postfix bounce: "sender non-delivery notification: QID2"
     QUOTA = "quota"  # dovecot: save failed ... Quota exceeded / quota-status
+    MESSAGE_ID = "message_id"  # postfix cleanup: "QID: message-id=<...>"
 
 
 class DeliveryStatus(StrEnum):

@@ -5,7 +5,8 @@ Feed :class:`~postwatch.maillogs.records.MailLogRecord` objects in log order to
 
 * a :class:`RecipientOutcome` for every delivery attempt (``delivered``, ``deferred``,
   ``bounced``, ``expired``) and every RCPT-time rejection (``rejected``, no queue id), with the
-  :class:`~postwatch.reasons.Verdict` and the raw evidence line;
+  :class:`~postwatch.reasons.Verdict`, the raw evidence line and the message's ``Message-ID``
+  when the MTA logged it (Postfix cleanup ``message-id=``, Exim ``id=``);
 * a :class:`MessageSummary` when a message is finished (Postfix ``removed``, Exim
   ``Completed``), when its queue id is reused for a new message, when it has been open longer
   than ``max_lifetime`` (the MTA's own maximal queue lifetime plus a margin), or at
@@ -63,6 +64,7 @@ class RecipientOutcome:
     relay: str | None
     reply: str | None
     evidence: str  # the raw log line
+    message_id: str | None = None  # the message's Message-ID when the MTA logged it
 
 
 @dataclass(slots=True)
@@ -123,6 +125,7 @@ _ARRIVAL = RecordKind.ARRIVAL
 _EXPIRED_KIND = RecordKind.EXPIRED
 _REMOVED = RecordKind.REMOVED
 _NOTIFICATION = RecordKind.NOTIFICATION
+_MESSAGE_ID = RecordKind.MESSAGE_ID
 
 
 class MessageTracker:
@@ -179,7 +182,7 @@ class MessageTracker:
             return (res2,)
         if (
             msg is not None
-            and kind is _ARRIVAL
+            and (kind is _ARRIVAL or kind is _MESSAGE_ID)
             and msg.delivering
             and (record.mta == "exim" or _finished(msg))
         ):
@@ -201,6 +204,8 @@ class MessageTracker:
                 msg.recipients.setdefault(rcpt, RecipientState(first_time=record.time))
             if record.message_id:
                 msg.message_id = record.message_id
+        elif kind is _MESSAGE_ID:
+            msg.message_id = record.message_id
         elif kind is _EXPIRED_KIND:
             if record.sender is not None and msg.sender is None:
                 msg.sender = record.sender
@@ -309,6 +314,7 @@ class MessageTracker:
             record.relay,
             record.reply,
             record.raw,
+            msg.message_id,
         )
 
     def _delivery(self, msg: _Open, record: MailLogRecord) -> RecipientOutcome:

@@ -7,7 +7,12 @@ A thin layer on the shared parsers (:mod:`postwatch.maillogs`) and their per-mes
 - ``delivery_failed`` for each deferred, bounced, expired or refused delivery to a watched
   mailbox (data: mailbox, reason, permanent, status, evidence = the raw line, source, ...);
 - ``mailbox_full`` once at the start of an episode, ``mailbox_recovered`` at the next successful
-  delivery (the shared rule in :mod:`postwatch.episodes`).
+  delivery (the shared rule in :mod:`postwatch.episodes`);
+- for an outcome of a mail postwatch itself sent (its Message-ID has postwatch's shape and
+  domain, checked without the store), a ``downstream`` observation that
+  :func:`store_observations` hands to the delivery room
+  (:func:`postwatch.delivery.outbox.downstream_outcome`): a bounce after the relay's 250 holds
+  or fails the job and sends the lead to the fallback.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from postwatch.maillogs import (
     detect_format,
     make_mail_parser,
 )
-from postwatch.reasons import Reason
+from postwatch.reasons import Reason, Verdict
 from postwatch.store.events import record_event
 
 FAILED_OUTCOMES = ("deferred", "bounced", "expired", "rejected")
@@ -40,10 +45,12 @@ class Observation:
     """Something the watch saw about one watched mailbox."""
 
     kind: str  # "failed" | "delivered" | "full" (a mailbox-full line without a delivery)
+    #           | "downstream" (an outcome of a mail postwatch sent; mailbox = its recipient)
     mailbox: str
     account: str | None
     at: datetime
     data: dict[str, Any] = field(default_factory=dict)
+    verdict: Verdict | None = None
 
     @property
     def mailbox_full(self) -> bool:
@@ -88,8 +95,11 @@ class LineProcessor:
         tz: tzinfo | None = None,
         max_lifetime: timedelta = timedelta(days=6),
         max_open: int = 100_000,
+        own_domain: str | None = None,
     ) -> None:
         self.watched = {k.lower(): v for k, v in watched.items()}
+        #: the domain of postwatch's own Message-IDs: outcomes of its mails become "downstream"
+        self.own_domain = own_domain.lower() if own_domain else None
         self.source = source
         self._auto: AutoParser | None = None
         self._parser: LineParser[MailLogRecord] | None = None
@@ -118,6 +128,7 @@ class LineProcessor:
         parser = self.parser
         out: list[Observation] = []
         watched = self.watched
+        own = self.own_domain
         for line in lines:
             self.lines += 1
             rec = parser.parse(line)
@@ -133,6 +144,13 @@ class LineProcessor:
                     mailbox = _watched_address(item, watched)
                     if mailbox is not None:
                         out.append(self._outcome(item, mailbox))
+                    if (
+                        own is not None
+                        and item.message_id is not None
+                        and item.outcome != "rejected"
+                        and _own_submission(item.message_id, own) is not None
+                    ):
+                        out.append(self._downstream(item))
         return out
 
     def _quota(self, rec: MailLogRecord) -> Observation | None:
@@ -180,6 +198,30 @@ class LineProcessor:
         return Observation("failed", mailbox, self.watched[mailbox], item.time, data)
 
 
+    def _downstream(self, item: RecipientOutcome) -> Observation:
+        assert item.message_id is not None
+        return Observation(
+            "downstream",
+            (item.recipient or item.delivered_to or "").lower(),
+            None,
+            item.time,
+            {
+                "message_id": item.message_id,
+                "outcome": item.outcome,
+                "evidence": item.evidence,
+                "source": self.source,
+                "queue_id": item.queue_id,
+            },
+            item.verdict,
+        )
+
+
+def _own_submission(message_id: str, domain: str) -> str | None:
+    from postwatch.delivery.outbox import own_submission
+
+    return own_submission(message_id, domain)
+
+
 def _watched_address(item: RecipientOutcome, watched: Mapping[str, str | None]) -> str | None:
     for addr in (item.recipient, item.delivered_to):
         if addr:
@@ -189,11 +231,30 @@ def _watched_address(item: RecipientOutcome, watched: Mapping[str, str | None]) 
     return None
 
 
-def store_observations(session: Session, observations: Iterable[Observation]) -> list[str]:
-    """Record events for the observations in the caller's transaction; returns event kinds."""
+def store_observations(
+    session: Session, observations: Iterable[Observation], config: Any = None
+) -> list[str]:
+    """Record events for the observations in the caller's transaction; returns event kinds.
+
+    ``downstream`` observations go to the delivery room when ``config`` is given."""
     kinds: list[str] = []
     for obs in observations:
         at = obs.at if obs.at.tzinfo else obs.at.replace(tzinfo=UTC)
+        if obs.kind == "downstream":
+            if config is not None:
+                from postwatch.delivery.outbox import downstream_outcome
+
+                res = downstream_outcome(
+                    session, config, message_id=obs.data["message_id"], recipient=obs.mailbox,
+                    outcome=obs.data["outcome"], verdict=obs.verdict,
+                    evidence=obs.data["evidence"], source=obs.data["source"], at=at,
+                    queue_id=obs.data.get("queue_id"),
+                )
+                if res.result in ("held", "failed", "deferred"):
+                    kinds.append("delivery_attempt")
+                elif res.result == "confirmed":
+                    kinds.append("delivery_confirmed")
+            continue
         if obs.kind == "delivered":
             ev = episodes.delivery_succeeded(
                 session, account=obs.account, mailbox=obs.mailbox, data=obs.data, at=at

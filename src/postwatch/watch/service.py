@@ -17,6 +17,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from postwatch.config import Config, MaillogConfig, resolve_path
+from postwatch.delivery.outbox import own_domain
 from postwatch.rooms import Service
 from postwatch.store import Database, StoreUnavailable
 from postwatch.store.models_watch import FollowedFile
@@ -64,10 +65,11 @@ def save_progress(
     *,
     lines: int = 0,
     unparsed: int = 0,
+    config: Config | None = None,
 ) -> list[str]:
     """Events and the new position in one transaction: a line is never stored twice."""
     with db.session() as s:
-        kinds = store_observations(s, observations)
+        kinds = store_observations(s, observations, config)
         if position is not None:
             row = s.get(FollowedFile, key)
             if row is None:
@@ -109,6 +111,7 @@ class MaillogService:
             fmt=self.maillog.format,
             year=self.maillog.year,
             tz=_tz(self.maillog.timezone),
+            own_domain=own_domain(self.config),
         )
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -159,6 +162,7 @@ class MaillogService:
                     observations,
                     lines=self.processor.lines,
                     unparsed=self.processor.unparsed,
+                    config=self.config,
                 )
                 self.stored_events += len(kinds)
                 return
@@ -196,7 +200,8 @@ class SyslogService:
             if len(self._processors) > 10_000:  # bounded: forget the oldest host
                 self._processors.pop(next(iter(self._processors)))
             proc = self._processors[host] = LineProcessor(
-                self.watched, source=f"syslog:{host}", fmt="postfix"
+                self.watched, source=f"syslog:{host}", fmt="postfix",
+                own_domain=own_domain(self.config),
             )
         observations = proc.feed([msg.to_line()])
         if observations:
@@ -223,7 +228,7 @@ class SyslogService:
 
     def _store(self, batch: list[Observation]) -> list[str]:
         with self.db.session() as s:
-            return store_observations(s, batch)
+            return store_observations(s, batch, self.config)
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.listener.start()
