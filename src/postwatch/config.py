@@ -200,7 +200,7 @@ class QuotaSourceConfig(SecretSource):
     path: Path | None = None
     doveadm_config: Path | None = None
     doveadm_url: str | None = None
-    #: PEM bundle to verify the IMAP / doveadm HTTPS server with (docs/config/capacity.md)
+    #: PEM bundle to verify the IMAP / doveadm HTTPS server with (docs/CONFIG.md)
     ca_file: Path | None = None
 
     @model_validator(mode="after")
@@ -249,7 +249,7 @@ class ContactConfig(Model):
     name: str = Field(min_length=1, max_length=200)
     role: Ident
     language: Literal["en", "nl"] = "en"
-    #: Apprise URLs, tried in order (docs/config/alerts.md)
+    #: Apprise URLs, tried in order (docs/CONFIG.md)
     channels: list[SecretStr] = Field(default_factory=list)
     #: "22:00-07:00" in ``timezone``: only critical alerts are sent in this time
     quiet_hours: str | None = None
@@ -346,12 +346,12 @@ class CapacityConfig(SecretSource):
     ok_margin: float = 5.0
     forecast_horizon: Duration = timedelta(hours=72)
     forecast_window: Duration = timedelta(days=14)
-    # documented in docs/config/capacity.md
+    # documented in docs/CONFIG.md
     scan_every: Duration = timedelta(hours=1)
     source_timeout: Duration = timedelta(seconds=20)
     imap_concurrency: int = Field(default=32, ge=1, le=512)
     largest: int = Field(default=20, ge=1, le=1000)
-    # retention of capacity readings (docs/config/capacity.md)
+    # retention of capacity readings (docs/CONFIG.md)
     history_full: Duration = timedelta(days=14)
     history_step: Duration = timedelta(hours=1)
     history_keep: Duration = timedelta(days=400)

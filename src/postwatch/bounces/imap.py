@@ -10,7 +10,7 @@ gives the same events as the log watch (``delivery_failed``, ``mailbox_full`` /
 A handled message gets the IMAP keyword ``$PostwatchSeen`` after its events are committed, so a
 restart handles each message once, and nothing in the mailbox is moved or deleted.
 
-Config (``[[bounce_mailboxes]]``; see docs/config/watch.md)::
+Config (``[[bounce_mailboxes]]``; see docs/CONFIG.md)::
 
     [[bounce_mailboxes]]
     account = "gym"
