@@ -55,8 +55,10 @@ def _header_names(raw: bytes) -> set[str]:
 def test_no_header_injection_through_any_field(
     db: Database, dconfig: Config, smtp_sink: SmtpSink, nasty: str
 ) -> None:
-    if "\x00" in nasty and not db.is_sqlite:
-        pytest.skip("PostgreSQL cannot store NUL in text; the intake must refuse or strip it")
+    if not db.is_sqlite:
+        # PostgreSQL cannot store NUL in text; the intake refuses it with 400 before it gets here
+        # (tests/intake/test_http.py), so the rest of the nasty value is what can reach the mail
+        nasty = nasty.replace("\x00", "")
     fields = {
         "name": nasty,
         "subject": nasty,
