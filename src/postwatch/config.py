@@ -306,6 +306,8 @@ class MaillogConfig(Model):
     format: Literal["postfix", "exim", "dovecot", "auto"] = "auto"
     year: int | None = None
     timezone: str | None = None
+    #: where to start in a file that exists the very first time it is followed
+    start: Literal["end", "beginning"] = "end"
 
 
 class SyslogConfig(Model):

@@ -208,3 +208,22 @@ async def test_postwatch_worker_runs_the_watch(tmp_path: Path, sqlite_db: Databa
     await wait_for(lambda: len(events(sqlite_db, "mailbox_full")) == 1)
     stop.set()
     await task
+
+
+async def test_start_beginning_reads_what_the_file_already_holds(
+    tmp_path: Path, sqlite_db: Database
+) -> None:
+    """``[[maillogs]] start = "beginning"``: a first start turns existing lines into events."""
+    log = tmp_path / "mail.log"
+    log.write_text("")
+    append(log, L.bounced_full(L.qid()))
+    cfg = make_config(
+        tmp_path,
+        maillogs=[{"path": str(log), "format": "postfix", "start": "beginning"}],
+    )
+    svc = MaillogService(cfg, sqlite_db, cfg.maillogs[0])
+    stop = asyncio.Event()
+    task = asyncio.create_task(svc.run(stop))
+    await wait_for(lambda: len(events(sqlite_db, "mailbox_full")) == 1)
+    stop.set()
+    await task

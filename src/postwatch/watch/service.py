@@ -91,7 +91,7 @@ class MaillogService:
         maillog: MaillogConfig,
         *,
         poll_interval: float = 0.05,
-        start: Literal["end", "beginning"] = "end",
+        start: Literal["end", "beginning"] | None = None,
     ) -> None:
         self.config = config
         self.db = db
@@ -100,7 +100,7 @@ class MaillogService:
         self.name = f"watch:{self.path}"
         self.maillog = maillog
         self.poll_interval = poll_interval
-        self.start = start
+        self.start = start or maillog.start
         self.processor: LineProcessor | None = None
         self.stored_events = 0
 
