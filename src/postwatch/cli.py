@@ -5,28 +5,25 @@ Rooms add their own commands through ``postwatch.<room>.commands.register(app)``
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
 import sys
 from collections.abc import Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
 from postwatch import __version__
-from postwatch.config import (
-    DEFAULT_CONFIG_PATH,
-    SAMPLE_CONFIG,
-    Config,
-    ConfigError,
-    load_config,
-    parse_duration,
-)
-from postwatch.rooms import room_modules
-from postwatch.store import Database, StoreUnavailable, database_from_config
+from postwatch.rooms import DEFAULT_CONFIG_PATH, room_modules
+
+if TYPE_CHECKING:
+    from postwatch.config import Config
+    from postwatch.store import Database
+
+# Start-up stays cheap: pydantic (postwatch.config), SQLAlchemy (postwatch.store), asyncio and
+# logging are imported inside the commands that use them, so ``postwatch --help`` and
+# ``postwatch investigate`` do not pay for them (tests/core/test_startup.py).
 
 app = typer.Typer(
     name="postwatch",
@@ -49,6 +46,8 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 
 def open_config(path: Path) -> Config:
+    from postwatch.config import ConfigError, load_config
+
     try:
         return load_config(path)
     except ConfigError as exc:
@@ -56,6 +55,8 @@ def open_config(path: Path) -> Config:
 
 
 def open_store(cfg: Config, *, migrate: bool = True) -> Database:
+    from postwatch.store import StoreUnavailable, database_from_config
+
     db = database_from_config(cfg)
     if migrate:
         try:
@@ -69,6 +70,8 @@ def parse_since(value: str | None) -> datetime | None:
     """An ISO time/date, or a duration back from now ("2h", "7d")."""
     if value is None:
         return None
+    from postwatch.config import parse_duration
+
     try:
         return datetime.now(UTC) - parse_duration(value)
     except ValueError:
@@ -81,6 +84,8 @@ def parse_since(value: str | None) -> datetime | None:
 
 
 def _setup_logging(verbose: bool) -> None:
+    import logging
+
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -92,6 +97,8 @@ def _setup_logging(verbose: bool) -> None:
 
 def _run_loop(main: Coroutine[Any, Any, None]) -> None:
     """Run the service on uvloop where it is installed, else on asyncio's own loop."""
+    import asyncio
+
     try:
         import uvloop
     except ImportError:
@@ -116,6 +123,8 @@ def init(
     force: Annotated[bool, typer.Option(help="overwrite an existing file")] = False,
 ) -> None:
     """Write a sample config to start from."""
+    from postwatch.config import SAMPLE_CONFIG
+
     if config.exists() and not force:
         fail(f"{config} exists; use --force to overwrite it")
     config.write_text(SAMPLE_CONFIG, encoding="utf-8")
@@ -125,6 +134,8 @@ def init(
 @app.command("check-config")
 def check_config(config: ConfigOption = DEFAULT_CONFIG_PATH) -> None:
     """Validate a config file; print every problem with its location."""
+    from postwatch.config import ConfigError, load_config
+
     try:
         cfg = load_config(config)
     except ConfigError as exc:
@@ -159,6 +170,8 @@ def serve(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log debug detail")] = False,
 ) -> None:
     """Run HTTP intake, delivery workers, watches and the scheduler in one process."""
+    from postwatch.config import SAMPLE_CONFIG
+
     if init_config and not config.exists():
         config.write_text(SAMPLE_CONFIG, encoding="utf-8")
         typer.echo(f"wrote sample config {config}", err=True)
@@ -195,6 +208,7 @@ def events(
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
 ) -> None:
     """List recorded events, oldest first."""
+    from postwatch.store import StoreUnavailable
     from postwatch.store.events import event_dict, fetch_events
 
     cfg = open_config(config)

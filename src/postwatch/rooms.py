@@ -9,10 +9,18 @@ A room that lacks one of these modules is skipped; a module that fails to import
 
 from __future__ import annotations
 
-import asyncio
 import importlib
+from pathlib import Path
 from types import ModuleType
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    import asyncio
+
+# The config file commands read when --config is not given. The same value as
+# postwatch.config.DEFAULT_CONFIG_PATH (tests/core/test_startup.py checks they agree), kept here
+# so that command modules can use it as a Typer default without importing pydantic at start-up.
+DEFAULT_CONFIG_PATH = Path("postwatch.toml")
 
 ROOMS = (
     "intake",

@@ -8,8 +8,7 @@ from typing import Annotated
 
 import typer
 
-from postwatch.bounces.sources import SourceError
-from postwatch.config import DEFAULT_CONFIG_PATH
+from postwatch.rooms import DEFAULT_CONFIG_PATH
 
 # the same option as postwatch.cli.ConfigOption (not imported: cli imports this module)
 ConfigOption = Annotated[
@@ -46,6 +45,7 @@ def register(app: typer.Typer) -> None:
         --config), the messages are also stored like those of a watched bounce mailbox.
         """
         from postwatch.bounces.classify import classify_path
+        from postwatch.bounces.sources import SourceError
 
         errors = 0
         for path in paths:

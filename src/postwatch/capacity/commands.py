@@ -7,11 +7,14 @@ import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from postwatch.config import DEFAULT_CONFIG_PATH, Config
+from postwatch.rooms import DEFAULT_CONFIG_PATH
+
+if TYPE_CHECKING:
+    from postwatch.config import Config
 
 ConfigOpt = Annotated[
     Path,

@@ -6,8 +6,11 @@ wait for their next poll. It is safe to call from any thread and cheap when no w
 
 from __future__ import annotations
 
-import asyncio
 import threading
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only: the CLI imports this package and should not pay for asyncio
+    import asyncio
 
 __all__ = ["wake"]
 

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from postwatch.config import DEFAULT_CONFIG_PATH
+from postwatch.rooms import DEFAULT_CONFIG_PATH
 
 # the same option as postwatch.cli.ConfigOption (not imported: cli imports this module)
 ConfigOption = Annotated[

@@ -11,17 +11,26 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from postwatch.forensics.engine import InvestigateError, InvestigateOptions, investigate
-from postwatch.forensics.model import Report
-
 if TYPE_CHECKING:
+    from postwatch.forensics.engine import InvestigateError, InvestigateOptions, investigate
+    from postwatch.forensics.model import Report
     from postwatch.forensics.render import render_csv, render_html, render_json, report_dict
 
+_ENGINE = ("InvestigateError", "InvestigateOptions", "investigate")
 _RENDER = ("render_csv", "render_html", "render_json", "report_dict")
 
 
 def __getattr__(name: str) -> Any:
-    """The renderers are imported on first use (Jinja2 costs every CLI start otherwise)."""
+    """Imported on first use: ``postwatch --help`` imports this package (for its commands) and
+    should pay neither for the engine nor for Jinja2."""
+    if name in _ENGINE:
+        from postwatch.forensics import engine
+
+        return getattr(engine, name)
+    if name == "Report":
+        from postwatch.forensics import model
+
+        return model.Report
     if name in _RENDER:
         from postwatch.forensics import render
 

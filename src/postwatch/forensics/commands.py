@@ -11,14 +11,6 @@ from typing import Annotated, Any
 
 import typer
 
-from postwatch.forensics.engine import (
-    InvestigateError,
-    InvestigateOptions,
-    investigate,
-    resolve_timezone,
-    total_bytes,
-)
-
 
 def _fail(message: str, code: int = 2) -> None:
     typer.secho(f"postwatch investigate: {message}", fg=typer.colors.RED, err=True)
@@ -149,6 +141,14 @@ def investigate_command(
 ) -> None:
     """Turn access logs and mail logs into an evidence report: submissions, deliveries, bounces
     and why, episodes of a full mailbox, and the people whose sign-ups never arrived."""
+    from postwatch.forensics.engine import (
+        InvestigateError,
+        InvestigateOptions,
+        investigate,
+        resolve_timezone,
+        total_bytes,
+    )
+
     if not access_log and not mail_log:
         _fail("give at least one --access-log or --mail-log")
     if year is not None and not 1970 <= year <= 2200:

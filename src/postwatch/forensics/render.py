@@ -13,13 +13,16 @@ import csv
 import io
 import json
 from datetime import datetime
+from functools import cache
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from jinja2 import Environment
 from markupsafe import Markup, escape
 
 from postwatch.forensics.model import FormMessage, Report
+
+if TYPE_CHECKING:
+    from jinja2 import Template
 
 _REASON_WORDS = {
     "mailbox_full": "the mailbox was full",
@@ -323,13 +326,17 @@ def chart_svg(rep: Report, width: int = 960, height: int = 260) -> Markup:
     return Markup("".join(parts))
 
 
-_ENV = Environment(autoescape=True)
-_TPL = _ENV.from_string(
-    resources.files("postwatch.forensics").joinpath("report.html.j2").read_text(encoding="utf-8")
-)
+@cache
+def _template() -> Template:
+    """The HTML template, compiled on first use (JSON and CSV reports need no Jinja2)."""
+    from jinja2 import Environment
+
+    return Environment(autoescape=True).from_string(
+        resources.files("postwatch.forensics").joinpath("report.html.j2").read_text(encoding="utf-8")
+    )
 
 
 def render_html(rep: Report) -> str:
     data = report_dict(rep)
     first_evidence = rep.episodes[0].first_evidence if rep.episodes else None
-    return _TPL.render(d=data, chart=chart_svg(rep), first_evidence=first_evidence)
+    return _template().render(d=data, chart=chart_svg(rep), first_evidence=first_evidence)

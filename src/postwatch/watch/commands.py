@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from postwatch.config import DEFAULT_CONFIG_PATH
+from postwatch.rooms import DEFAULT_CONFIG_PATH
 
 
 def register(app: typer.Typer) -> None:
