@@ -150,7 +150,7 @@ async def test_account_token_sees_only_its_own_alerts_and_history(
         assert [x["kind"] for x in h.json()] == ["fired", "digest"]
     assert (await c.get("/api/alerts/history", headers=bearer(OPERATOR))).status_code == 400
 
-    for text in texts + [caplog.text]:
+    for text in [*texts, caplog.text]:
         for token in (TOKEN_A, TOKEN_B, OPERATOR):
             assert token not in text
 
