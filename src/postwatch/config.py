@@ -282,7 +282,7 @@ class ContactConfig(Model):
         return _check_timezone(v)
 
 
-class AccountConfig(Model):
+class AccountConfig(SecretSource):
     id: Ident
     name: str | None = None
     forms: list[FormConfig] = Field(default_factory=list)
@@ -290,9 +290,16 @@ class AccountConfig(Model):
     sites: list[SiteConfig] = Field(default_factory=list)
     contacts: list[ContactConfig] = Field(default_factory=list)
     responsibilities: dict[str, list[str]] = Field(default_factory=dict)
+    #: bearer token for the alerts API that sees only this account's alerts and history
+    api_token: SecretStr | None = None
+    api_token_env: str | None = None
+    api_token_file: Path | None = None
 
     @model_validator(mode="after")
     def _unique(self) -> AccountConfig:
+        self.api_token = self._resolve("api_token")
+        if self.api_token is not None and not self.api_token.get_secret_value().strip():
+            raise ValueError(f"account {self.id}: api_token is empty")
         _no_duplicates([f.id for f in self.forms], f"account {self.id}: form id")
         _no_duplicates([m.address for m in self.mailboxes], f"account {self.id}: mailbox")
         return self

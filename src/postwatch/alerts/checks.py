@@ -1,13 +1,44 @@
-"""check-config: problems in the responsibility matrix and the contacts' channels."""
+"""check-config: problems in the responsibility matrix, the contacts' channels and API tokens."""
 
 from __future__ import annotations
 
 from postwatch.alerts import routing
 from postwatch.config import Config
 
+#: an account's API token shorter than this is reported (it could be guessed)
+MIN_TOKEN_CHARS = 16
+
+
+def _token_problems(cfg: Config) -> list[str]:
+    """Account API tokens: one token for several accounts (or the operator's) lets one
+    customer read another's alerts, so it is a problem; the tokens themselves are never shown."""
+    problems: list[str] = []
+    owners: dict[str, list[str]] = {}
+    if cfg.alerts.api_token is not None:
+        owners.setdefault(cfg.alerts.api_token.get_secret_value().strip(), []).append(
+            "alerts.api_token"
+        )
+    for acc in cfg.accounts:
+        if acc.api_token is None:
+            continue
+        value = acc.api_token.get_secret_value().strip()
+        owners.setdefault(value, []).append(f"accounts[{acc.id}].api_token")
+        if len(value) < MIN_TOKEN_CHARS:
+            problems.append(
+                f"accounts[{acc.id}].api_token: shorter than {MIN_TOKEN_CHARS} characters; "
+                "use a long random one (e.g. openssl rand -hex 32)"
+            )
+    for names in owners.values():
+        if len(names) > 1:
+            problems.append(
+                f"{', '.join(names)}: the same token; each account needs its own (the API "
+                "refuses a token that is not unique)"
+            )
+    return problems
+
 
 def check(cfg: Config) -> list[str]:
-    problems: list[str] = []
+    problems: list[str] = _token_problems(cfg)
     for acc in cfg.accounts:
         if not acc.contacts:
             continue  # alerts not set up for this account (postwatch alerts list still shows)

@@ -2,25 +2,30 @@
 
 ``GET /alerts/ack/{token}`` shows what would be acknowledged and a button; only the ``POST``
 acknowledges (mail scanners that follow links must not acknowledge by opening them).
-``/api/alerts`` needs ``Authorization: Bearer <alerts.api_token>``; without a configured token
-the API answers 403.
+``/api/alerts`` needs ``Authorization: Bearer <token>``: ``alerts.api_token`` (the operator,
+every account) or an account's ``api_token`` (that account's alerts and history only; another
+account's answers 404, as if it did not exist). Without any configured token the API answers 403.
 """
 
 from __future__ import annotations
 
 import hmac
+import logging
 from datetime import UTC, datetime
 from html import escape
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, HTTPException
 from fastapi.responses import HTMLResponse
+from sqlalchemy import select
 
 from postwatch.alerts import links, messages, queries
 from postwatch.alerts.engine import acknowledge
 from postwatch.config import Config
 from postwatch.store import Database
 from postwatch.store.models_alerts import Alert
+
+log = logging.getLogger("postwatch.alerts.http")
 
 # The page: one column that fits a phone, a large button, nothing loaded from elsewhere
 # (the Content-Security-Policy allows inline styles only: no scripts, no images, no frames).
@@ -256,14 +261,47 @@ def routes(config: Config, db: Database) -> APIRouter:
         )
         return _page(t["done"], body, lang=lang)
 
-    def authorise(authorization: str | None) -> None:
-        token = config.alerts.api_token
-        if token is None:
-            raise HTTPException(403, "the alerts API is off: set alerts.api_token")
-        given = (authorization or "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
-            raise HTTPException(401, "missing or wrong bearer token",
-                                headers={"WWW-Authenticate": "Bearer"})
+    # Who may use the API: the operator (``alerts.api_token``, every account) and each account
+    # with its own ``api_token`` (that account only). Tokens are compared in constant time and
+    # never logged or echoed.
+    operator = config.alerts.api_token
+    account_tokens = [
+        (acc.id, acc.api_token.get_secret_value().strip().encode())
+        for acc in config.accounts
+        if acc.api_token is not None
+    ]
+
+    def authorise(authorization: str | None) -> str | None:
+        """The account the caller may see, or None for the operator (every account)."""
+        if operator is None and not account_tokens:
+            raise HTTPException(
+                403, "the alerts API is off: set alerts.api_token or an account's api_token"
+            )
+        given = (authorization or "").removeprefix("Bearer ").strip().encode()
+        is_operator = operator is not None and hmac.compare_digest(
+            given, operator.get_secret_value().strip().encode()
+        )
+        # compare with every account token (no early exit), then decide
+        matches = [acc for acc, tok in account_tokens if hmac.compare_digest(given, tok)]
+        if given and is_operator and not matches:
+            return None
+        if given and not is_operator and len(matches) == 1:
+            return matches[0]
+        if given and (is_operator or matches):  # one token for several: whose is it?
+            log.warning(
+                "alerts API: a token is shared by %s; refused (see check-config)",
+                ", ".join((["the operator"] if is_operator else []) + matches),
+            )
+        raise HTTPException(401, "missing or wrong bearer token",
+                            headers={"WWW-Authenticate": "Bearer"})
+
+    def scope(caller: str | None, account: str | None) -> str | None:
+        """The account to show: an account token sees its own only (another one: 404)."""
+        if caller is None:
+            return account
+        if account is not None and account != caller:
+            raise HTTPException(404, f"no account {account}")
+        return caller
 
     @router.get("/api/alerts")
     def api_list(
@@ -271,15 +309,17 @@ def routes(config: Config, db: Database) -> APIRouter:
         all: bool = False,
         authorization: Annotated[str | None, Header()] = None,
     ) -> list[dict[str, Any]]:
-        authorise(authorization)
+        account = scope(authorise(authorization), account)
         with db.session(readonly=True) as s:
             return queries.list_alerts(s, account=account, include_resolved=all)
 
     @router.get("/api/alerts/history")
     def api_history(
-        account: str, authorization: Annotated[str | None, Header()] = None
+        account: str | None = None, authorization: Annotated[str | None, Header()] = None
     ) -> list[dict[str, Any]]:
-        authorise(authorization)
+        account = scope(authorise(authorization), account)
+        if account is None:
+            raise HTTPException(400, "give the account: /api/alerts/history?account=ID")
         with db.session(readonly=True) as s:
             return queries.history(s, account=account)
 
@@ -289,8 +329,12 @@ def routes(config: Config, db: Database) -> APIRouter:
         by: Annotated[str, Body(embed=True, max_length=200)] = "api",
         authorization: Annotated[str | None, Header()] = None,
     ) -> dict[str, Any]:
-        authorise(authorization)
+        caller = authorise(authorization)
         with db.session() as s:
+            owner = s.scalar(select(Alert.account).where(Alert.id == alert_id))
+            if caller is not None and owner != caller:
+                # another account's alert looks exactly like one that does not exist
+                raise HTTPException(404, f"no alert {alert_id}")
             res = acknowledge(s, alert_id, by=by, now=datetime.now(UTC), via="api")
         if not res.ok:
             raise HTTPException(404, res.message)
