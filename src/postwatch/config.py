@@ -26,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-DEFAULT_CONFIG_PATH = Path("postwatch.toml")
+from postwatch.rooms import DEFAULT_CONFIG_PATH
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}

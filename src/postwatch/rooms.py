@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     import asyncio
 
-# The config file commands read when --config is not given. The same value as
-# postwatch.config.DEFAULT_CONFIG_PATH (tests/core/test_startup.py checks they agree), kept here
-# so that command modules can use it as a Typer default without importing pydantic at start-up.
+# The config file commands read when --config is not given (postwatch.config re-exports it).
+# It lives here so that command modules can use it as a Typer default without importing
+# pydantic at start-up.
 DEFAULT_CONFIG_PATH = Path("postwatch.toml")
 
 ROOMS = (

@@ -101,3 +101,10 @@ def test_init_writes_a_config_that_checks(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(app, ["check-config", "--config", str(p)])
     assert r.exit_code == 0, r.output
+
+
+def test_version_option() -> None:
+    from postwatch import __version__
+
+    r = CliRunner().invoke(app, ["--version"])
+    assert r.exit_code == 0 and r.output.strip() == f"postwatch {__version__}"
