@@ -16,6 +16,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from postwatch.cli import app
+from tests.forensics import GYM_QUERY
 from tests.support import require
 
 LOGS = Path(__file__).parent.parent / "fixtures" / "logs" / "gym"
@@ -73,14 +74,7 @@ def test_report_renders_and_fetches_nothing(tmp_path: Path) -> None:
             str(tmp_path / "mail.log"),
             "--form-path",
             "/contact",
-            "--mailbox",
-            "info@gym.example",
-            "--form-sender",
-            "wordpress@gym.example",
-            "--year",
-            "2026",
-            "--timezone",
-            "Europe/Berlin",
+            *GYM_QUERY,
             "--json",
             str(tmp_path / "r.json"),
             "--html",

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from postwatch.cli import app
 from postwatch.forensics import InvestigateOptions, investigate, render_csv, render_html
+from tests.forensics import GYM_QUERY
 
 LOGS = Path(__file__).parent.parent / "fixtures" / "logs"
 runner = CliRunner()
@@ -237,14 +238,7 @@ def test_html_is_self_contained_and_escaped(tmp_path: Path) -> None:
         str(tmp_path / "mail.log"),
         "--form-path",
         '/contact"><b>x',
-        "--mailbox",
-        "info@gym.example",
-        "--form-sender",
-        "wordpress@gym.example",
-        "--year",
-        "2026",
-        "--timezone",
-        "Europe/Berlin",
+        *GYM_QUERY,
         "--json",
         str(tmp_path / "r.json"),
         "--html",
@@ -377,14 +371,7 @@ def test_rotated_files_in_any_order_give_the_same_report(gym: Path, tmp_path: Pa
             *args,
             "--form-path",
             "/contact",
-            "--mailbox",
-            "info@gym.example",
-            "--form-sender",
-            "wordpress@gym.example",
-            "--year",
-            "2026",
-            "--timezone",
-            "Europe/Berlin",
+            *GYM_QUERY,
             "--json",
             str(out),
         )
