@@ -6,25 +6,25 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.types import ASGIApp
 
 from postwatch import __version__
 from postwatch.config import Config
-from postwatch.rooms import Service, room_modules
+from postwatch.rooms import Service, rooms
 from postwatch.store import Database, StoreUnavailable
 
 log = logging.getLogger("postwatch")
 
 
-def create_app(config: Config, db: Database) -> FastAPI:
+def _build(config: Config, db: Database) -> tuple[FastAPI, list[Callable[[ASGIApp], ASGIApp]]]:
+    """The FastAPI app with every room's routes, and the rooms' ASGI wrappers."""
     app = FastAPI(title="postwatch", version=__version__, docs_url="/api/docs")
-    app.state.config = config
-    app.state.db = db
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> Response:
@@ -44,29 +44,36 @@ def create_app(config: Config, db: Database) -> FastAPI:
             {"error": "store unavailable: nothing was stored, please retry"}, status_code=503
         )
 
-    app.state.routers = {}
-    for mod in room_modules("http"):
-        router = mod.routes(config, db)
-        app.state.routers[mod.__name__.split(".")[1]] = router
-        app.include_router(router)
-    return app
+    wrappers: list[Callable[[ASGIApp], ASGIApp]] = []
+    for room in rooms():
+        part = room.http(config, db)
+        if part is None:
+            continue
+        app.include_router(part.router)
+        if part.wrap_asgi is not None:
+            wrappers.append(part.wrap_asgi)
+    return app, wrappers
 
 
-def asgi_for_serving(app: FastAPI) -> Any:
-    """The ASGI callable uvicorn serves: the app, wrapped by rooms that offer ``wrap_asgi``
+def create_app(config: Config, db: Database) -> FastAPI:
+    """The FastAPI app with every room's routes (without the rooms' ASGI wrappers)."""
+    return _build(config, db)[0]
+
+
+def serving_app(config: Config, db: Database) -> ASGIApp:
+    """The ASGI callable uvicorn serves: the app, wrapped by the rooms that offer a wrapper
     (the intake takes its hot path before the framework's routing)."""
-    asgi: Any = app
-    for mod in room_modules("http"):
-        wrap = getattr(mod, "wrap_asgi", None)
-        if wrap is not None:
-            asgi = wrap(asgi, app)
+    app, wrappers = _build(config, db)
+    asgi: ASGIApp = app
+    for wrap in wrappers:
+        asgi = wrap(asgi)
     return asgi
 
 
 def build_services(config: Config, db: Database, *, http: bool) -> list[Service]:
     services: list[Service] = []
-    for mod in room_modules("service"):
-        services.extend(mod.build_services(config, db))
+    for room in rooms():
+        services.extend(room.services(config, db))
     return services
 
 
@@ -90,9 +97,8 @@ async def run(
     tasks: list[asyncio.Task[None]] = []
     server: uvicorn.Server | None = None
     if http:
-        app = create_app(config, db)
         uv_config = uvicorn.Config(
-            asgi_for_serving(app),
+            serving_app(config, db),
             host=config.server.host,
             port=config.server.port,
             log_level="warning",

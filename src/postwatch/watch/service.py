@@ -3,7 +3,7 @@
 - :class:`MaillogService`: one per ``[[maillogs]]``: follows the file (``tail -F``), turns its
   lines into events, and stores the file position in the same transaction as the events.
 - :class:`SyslogService`: the ``[syslog]`` listener; one parser per sending host.
-- bounce mailboxes over IMAP IDLE: :mod:`postwatch.bounces.imap`.
+- bounce mailboxes over IMAP IDLE: the bounces room's own service (:mod:`postwatch.bounces.imap`).
 """
 
 from __future__ import annotations
@@ -251,9 +251,6 @@ def build_services(config: Config, db: Database) -> list[Service]:
     services: list[Any] = [MaillogService(config, db, m) for m in config.maillogs]
     if config.syslog is not None:
         services.append(SyslogService(config, db))
-    from postwatch.bounces.imap import build_bounce_services
-
-    services.extend(build_bounce_services(config, db))
     return services
 
 
