@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -16,7 +17,7 @@ from starlette.types import ASGIApp
 
 from postwatch import __version__
 from postwatch.config import Config
-from postwatch.rooms import Service, rooms
+from postwatch.rooms import Listener, ListenError, Service, rooms
 from postwatch.store import Database, StoreUnavailable
 
 log = logging.getLogger("postwatch")
@@ -94,9 +95,21 @@ async def run(
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
 
+    services = build_services(config, db, http=http)
+    # bind every listen address before anything runs: one that cannot be bound stops start-up
+    sock = bind_listen(config.server.host, config.server.port) if http else None
+    try:
+        for svc in services:
+            if isinstance(svc, Listener):
+                await svc.listen()
+    except BaseException:
+        if sock is not None:
+            sock.close()
+        raise
+
     tasks: list[asyncio.Task[None]] = []
     server: uvicorn.Server | None = None
-    if http:
+    if sock is not None:
         uv_config = uvicorn.Config(
             serving_app(config, db),
             host=config.server.host,
@@ -107,8 +120,9 @@ async def run(
             timeout_graceful_shutdown=10,
         )
         server = _QuietServer(uv_config)
-        tasks.append(asyncio.create_task(server.serve(), name="http"))
-    for svc in build_services(config, db, http=http):
+        log.info("postwatch %s listening on http://%s", __version__, config.server.listen)
+        tasks.append(asyncio.create_task(server.serve(sockets=[sock]), name="http"))
+    for svc in services:
         tasks.append(asyncio.create_task(_guarded(svc, stop), name=svc.name))
     log.info("postwatch %s running: %s", __version__, ", ".join(t.get_name() for t in tasks))
 
@@ -131,6 +145,29 @@ async def run(
             await asyncio.gather(*tasks, return_exceptions=True)
     finally:
         stopper.cancel()
+
+
+def bind_listen(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``server.listen`` (uvicorn listens on it); ListenError if the
+    address is in use or not this machine's."""
+    try:
+        family, kind, proto, _name, addr = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise ListenError(exc, config_address(host, port), "server.listen") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+    except OSError as exc:
+        sock.close()
+        raise ListenError(exc, config_address(host, port), "server.listen") from None
+    return sock
+
+
+def config_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _quiet_server_class() -> type:

@@ -146,7 +146,6 @@ def serve(
     db = open_store(cfg)
     from postwatch.app import run
 
-    typer.echo(f"postwatch {__version__} listening on http://{cfg.server.listen}", err=True)
     _run_loop(run(cfg, db, http=True))
 
 

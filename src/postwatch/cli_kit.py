@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 from typer.core import TyperGroup
 
-from postwatch.rooms import DEFAULT_CONFIG_PATH
+from postwatch.rooms import DEFAULT_CONFIG_PATH, ListenError
 
 if TYPE_CHECKING:
     from postwatch.config import Config
@@ -57,6 +57,24 @@ class ExitCode(IntEnum):
     STORE_UNAVAILABLE = 3
     SMTP_CHECK_FAILED = 4
     ADDRESS_IN_USE = 5
+
+    @property
+    def meaning(self) -> str:
+        """What the code means, for docs/CLI.md (scripts/gen-cli-docs)."""
+        return _EXIT_MEANINGS[self]
+
+
+_EXIT_MEANINGS = {
+    ExitCode.OK: "ok",
+    ExitCode.FAILED: "a check failed or an operation did not succeed",
+    ExitCode.BAD_INPUT: "bad input or config (the message names the file and line, or the "
+    "option); `serve` and `worker` refuse to start with a config `check-config` rejects",
+    ExitCode.STORE_UNAVAILABLE: "the database is unavailable (down or unreachable, a bad URL, "
+    "an SQLite path that cannot be created)",
+    ExitCode.SMTP_CHECK_FAILED: "`delivery check-smtp`: the SMTP server failed the check",
+    ExitCode.ADDRESS_IN_USE: "`serve` / `worker`: a listen address (`server.listen`, "
+    "`syslog.listen`) is in use or cannot be bound",
+}
 
 
 #: the ``--config`` option every command takes (Typer default: ``DEFAULT_CONFIG_PATH``)
@@ -169,6 +187,8 @@ def cli_error(exc: BaseException) -> tuple[str, ExitCode] | None:
     config = sys.modules.get("postwatch.config")
     if config is not None and isinstance(exc, config.ConfigError):
         return str(exc), ExitCode.BAD_INPUT
+    if isinstance(exc, ListenError):
+        return f"cannot listen: {exc.strerror}", ExitCode.ADDRESS_IN_USE
     if address_in_use(exc):
         assert isinstance(exc, OSError)
         return f"cannot listen: {exc.strerror or exc}", ExitCode.ADDRESS_IN_USE

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import TYPE_CHECKING, Protocol, cast, runtime_checkable
 
 if TYPE_CHECKING:
     import asyncio
@@ -72,6 +72,25 @@ class Service(Protocol):
     name: str
 
     async def run(self, stop: asyncio.Event) -> None: ...
+
+
+@runtime_checkable
+class Listener(Protocol):
+    """A service that binds listen sockets (the syslog receiver). ``serve``/``worker`` call
+    ``listen`` for every such service before any service runs, so an address that cannot be
+    bound stops start-up with one message (:class:`ListenError`) instead of a service that
+    fails again and again while the rest runs."""
+
+    async def listen(self) -> None: ...
+
+
+class ListenError(OSError):
+    """A listen address that cannot be bound: in use, not an address of this machine, or a
+    privileged port. The message names the address and the option it comes from."""
+
+    def __init__(self, exc: OSError, address: str, option: str) -> None:
+        why = exc.strerror or str(exc)
+        super().__init__(exc.errno, f"{option} = {address!r}: {why}")
 
 
 @dataclass(frozen=True)

@@ -86,7 +86,7 @@ def register(app: typer.Typer) -> None:
     @sub.command("check-smtp")
     def check_smtp(config: ConfigOption = DEFAULT_CONFIG_PATH) -> None:
         """Connect to the configured SMTP server, do TLS and AUTH, send nothing."""
-        from postwatch.cli_kit import fail, open_config
+        from postwatch.cli_kit import ExitCode, fail, open_config
         from postwatch.delivery.send import probe
 
         cfg = open_config(config)
@@ -94,7 +94,8 @@ def register(app: typer.Typer) -> None:
         where = f"{s.host}:{s.port} ({s.security}{', auth as ' + s.username if s.username else ''})"
         reply = probe(s)
         if not reply.delivered:
-            fail(f"smtp {where}: failed during {reply.stage}: {reply.line}", 4)
+            fail(f"smtp {where}: failed during {reply.stage}: {reply.line}",
+                 ExitCode.SMTP_CHECK_FAILED)
         typer.echo(f"smtp {where}: ok")
 
     app.add_typer(sub, name="delivery")

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 from postwatch.config import Config, MaillogConfig, resolve_path
 from postwatch.delivery.outbox import own_domain
-from postwatch.rooms import Service
+from postwatch.rooms import ListenError, Service
 from postwatch.store import Database, StoreUnavailable
 from postwatch.store.models_watch import FollowedFile
 from postwatch.watch.detect import (
@@ -230,8 +230,18 @@ class SyslogService:
         with self.db.session() as s:
             return store_observations(s, batch, self.config)
 
+    async def listen(self) -> None:
+        """Bind the syslog sockets (before any service runs: rooms.Listener)."""
+        try:
+            await self.listener.start()
+        except OSError as exc:
+            await self.listener.close()
+            assert self.config.syslog is not None
+            raise ListenError(exc, self.config.syslog.listen, "syslog.listen") from None
+
     async def run(self, stop: asyncio.Event) -> None:
-        await self.listener.start()
+        if self.listener.udp_port is None and self.listener.tcp_port is None:
+            await self.listen()
         log.info(
             "syslog listening on %s (udp %s, tcp %s)",
             self.listener.host,
