@@ -18,6 +18,7 @@ from starlette.types import ASGIApp
 from postwatch import __version__
 from postwatch.config import Config
 from postwatch.rooms import Listener, ListenError, Service, rooms
+from postwatch.services import Backoff, wait_stop
 from postwatch.store import Database, StoreUnavailable
 
 log = logging.getLogger("postwatch")
@@ -185,7 +186,7 @@ def _quiet_server_class() -> type:
 
 async def _guarded(svc: Service, stop: asyncio.Event) -> None:
     """Run a service; if it crashes, log it and start it again after a pause (never silently)."""
-    delay = 1.0
+    backoff = Backoff(first=1.0, cap=60.0)
     while not stop.is_set():
         try:
             await svc.run(stop)
@@ -193,10 +194,9 @@ async def _guarded(svc: Service, stop: asyncio.Event) -> None:
         except asyncio.CancelledError:
             raise
         except Exception:
+            delay = backoff.next()
             log.exception("service %s failed; restarting in %.0fs", svc.name, delay)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=delay)
-            delay = min(delay * 2, 60.0)
+            await wait_stop(stop, delay)
 
 
 @contextlib.asynccontextmanager

@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 from postwatch.config import Config, MaillogConfig, resolve_path
 from postwatch.delivery.outbox import own_domain
 from postwatch.rooms import ListenError, Service
+from postwatch.services import Backoff
 from postwatch.store import Database, StoreUnavailable
 from postwatch.store.models_watch import FollowedFile
 from postwatch.watch.detect import (
@@ -151,7 +152,7 @@ class MaillogService:
 
     async def _save(self, position: Position, observations: list[Observation]) -> None:
         assert self.processor is not None
-        delay = 0.5
+        backoff = Backoff()
         while True:
             try:
                 kinds = await asyncio.to_thread(
@@ -168,9 +169,9 @@ class MaillogService:
                 return
             except StoreUnavailable as exc:
                 # hold the lines: nothing is acknowledged until stored (the file keeps them)
+                delay = backoff.next()
                 log.warning("%s: store unavailable (%s); retrying in %.1fs", self.name, exc, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
 
 
 class SyslogService:
@@ -215,7 +216,7 @@ class SyslogService:
                 continue
             while not self._queue.empty():
                 batch.extend(self._queue.get_nowait())
-            delay = 0.5
+            backoff = Backoff()
             while True:
                 try:
                     kinds = await asyncio.to_thread(self._store, batch)
@@ -223,8 +224,7 @@ class SyslogService:
                     break
                 except StoreUnavailable as exc:
                     log.warning("syslog: store unavailable (%s); retrying", exc)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 30.0)
+                    await asyncio.sleep(backoff.next())
 
     def _store(self, batch: list[Observation]) -> list[str]:
         with self.db.session() as s:
