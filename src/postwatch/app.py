@@ -6,25 +6,27 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Iterator
+import socket
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.types import ASGIApp
 
 from postwatch import __version__
 from postwatch.config import Config
-from postwatch.rooms import Service, room_modules
+from postwatch.rooms import Listener, ListenError, Service, rooms
+from postwatch.services import Backoff, wait_stop
 from postwatch.store import Database, StoreUnavailable
 
 log = logging.getLogger("postwatch")
 
 
-def create_app(config: Config, db: Database) -> FastAPI:
+def _build(config: Config, db: Database) -> tuple[FastAPI, list[Callable[[ASGIApp], ASGIApp]]]:
+    """The FastAPI app with every room's routes, and the rooms' ASGI wrappers."""
     app = FastAPI(title="postwatch", version=__version__, docs_url="/api/docs")
-    app.state.config = config
-    app.state.db = db
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> Response:
@@ -44,29 +46,36 @@ def create_app(config: Config, db: Database) -> FastAPI:
             {"error": "store unavailable: nothing was stored, please retry"}, status_code=503
         )
 
-    app.state.routers = {}
-    for mod in room_modules("http"):
-        router = mod.routes(config, db)
-        app.state.routers[mod.__name__.split(".")[1]] = router
-        app.include_router(router)
-    return app
+    wrappers: list[Callable[[ASGIApp], ASGIApp]] = []
+    for room in rooms():
+        part = room.http(config, db)
+        if part is None:
+            continue
+        app.include_router(part.router)
+        if part.wrap_asgi is not None:
+            wrappers.append(part.wrap_asgi)
+    return app, wrappers
 
 
-def asgi_for_serving(app: FastAPI) -> Any:
-    """The ASGI callable uvicorn serves: the app, wrapped by rooms that offer ``wrap_asgi``
+def create_app(config: Config, db: Database) -> FastAPI:
+    """The FastAPI app with every room's routes (without the rooms' ASGI wrappers)."""
+    return _build(config, db)[0]
+
+
+def serving_app(config: Config, db: Database) -> ASGIApp:
+    """The ASGI callable uvicorn serves: the app, wrapped by the rooms that offer a wrapper
     (the intake takes its hot path before the framework's routing)."""
-    asgi: Any = app
-    for mod in room_modules("http"):
-        wrap = getattr(mod, "wrap_asgi", None)
-        if wrap is not None:
-            asgi = wrap(asgi, app)
+    app, wrappers = _build(config, db)
+    asgi: ASGIApp = app
+    for wrap in wrappers:
+        asgi = wrap(asgi)
     return asgi
 
 
 def build_services(config: Config, db: Database, *, http: bool) -> list[Service]:
     services: list[Service] = []
-    for mod in room_modules("service"):
-        services.extend(mod.build_services(config, db))
+    for room in rooms():
+        services.extend(room.services(config, db))
     return services
 
 
@@ -87,12 +96,23 @@ async def run(
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
 
+    services = build_services(config, db, http=http)
+    # bind every listen address before anything runs: one that cannot be bound stops start-up
+    sock = bind_listen(config.server.host, config.server.port) if http else None
+    try:
+        for svc in services:
+            if isinstance(svc, Listener):
+                await svc.listen()
+    except BaseException:
+        if sock is not None:
+            sock.close()
+        raise
+
     tasks: list[asyncio.Task[None]] = []
     server: uvicorn.Server | None = None
-    if http:
-        app = create_app(config, db)
+    if sock is not None:
         uv_config = uvicorn.Config(
-            asgi_for_serving(app),
+            serving_app(config, db),
             host=config.server.host,
             port=config.server.port,
             log_level="warning",
@@ -101,8 +121,9 @@ async def run(
             timeout_graceful_shutdown=10,
         )
         server = _QuietServer(uv_config)
-        tasks.append(asyncio.create_task(server.serve(), name="http"))
-    for svc in build_services(config, db, http=http):
+        log.info("postwatch %s listening on http://%s", __version__, config.server.listen)
+        tasks.append(asyncio.create_task(server.serve(sockets=[sock]), name="http"))
+    for svc in services:
         tasks.append(asyncio.create_task(_guarded(svc, stop), name=svc.name))
     log.info("postwatch %s running: %s", __version__, ", ".join(t.get_name() for t in tasks))
 
@@ -127,6 +148,29 @@ async def run(
         stopper.cancel()
 
 
+def bind_listen(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``server.listen`` (uvicorn listens on it); ListenError if the
+    address is in use or not this machine's."""
+    try:
+        family, kind, proto, _name, addr = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise ListenError(exc, config_address(host, port), "server.listen") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+    except OSError as exc:
+        sock.close()
+        raise ListenError(exc, config_address(host, port), "server.listen") from None
+    return sock
+
+
+def config_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _quiet_server_class() -> type:
     import uvicorn
 
@@ -142,7 +186,7 @@ def _quiet_server_class() -> type:
 
 async def _guarded(svc: Service, stop: asyncio.Event) -> None:
     """Run a service; if it crashes, log it and start it again after a pause (never silently)."""
-    delay = 1.0
+    backoff = Backoff(first=1.0, cap=60.0)
     while not stop.is_set():
         try:
             await svc.run(stop)
@@ -150,10 +194,9 @@ async def _guarded(svc: Service, stop: asyncio.Event) -> None:
         except asyncio.CancelledError:
             raise
         except Exception:
+            delay = backoff.next()
             log.exception("service %s failed; restarting in %.0fs", svc.name, delay)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=delay)
-            delay = min(delay * 2, 60.0)
+            await wait_stop(stop, delay)
 
 
 @contextlib.asynccontextmanager

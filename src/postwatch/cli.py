@@ -8,18 +8,22 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Coroutine
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 
 from postwatch import __version__
-from postwatch.rooms import DEFAULT_CONFIG_PATH, room_modules
-
-if TYPE_CHECKING:
-    from postwatch.config import Config
-    from postwatch.store import Database
+from postwatch.cli_kit import (
+    DEFAULT_CONFIG_PATH,
+    CliGroup,
+    ConfigOption,
+    ExitCode,
+    fail,
+    open_config,
+    open_store,
+    parse_since,
+)
+from postwatch.rooms import rooms
 
 # Start-up stays cheap: pydantic (postwatch.config), SQLAlchemy (postwatch.store), asyncio and
 # logging are imported inside the commands that use them, so ``postwatch --help`` and
@@ -31,56 +35,11 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    cls=CliGroup,
 )
 
-ConfigOption = Annotated[
-    Path,
-    typer.Option("--config", "-c", help="the TOML config file", envvar="POSTWATCH_CONFIG"),
-]
-
-
-def fail(message: str, code: int = 1) -> NoReturn:
-    """Print an error for a person (no traceback) and exit non-zero."""
-    typer.secho(f"postwatch: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code)
-
-
-def open_config(path: Path) -> Config:
-    from postwatch.config import ConfigError, load_config
-
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        fail(str(exc), 2)
-
-
-def open_store(cfg: Config, *, migrate: bool = True) -> Database:
-    from postwatch.store import StoreUnavailable, database_from_config
-
-    db = database_from_config(cfg)
-    if migrate:
-        try:
-            db.migrate()
-        except StoreUnavailable as exc:
-            fail(f"database {cfg.database.url.split('@')[-1]} unavailable: {exc}", 3)
-    return db
-
-
-def parse_since(value: str | None) -> datetime | None:
-    """An ISO time/date, or a duration back from now ("2h", "7d")."""
-    if value is None:
-        return None
-    from postwatch.config import parse_duration
-
-    try:
-        return datetime.now(UTC) - parse_duration(value)
-    except ValueError:
-        pass
-    try:
-        dt = datetime.fromisoformat(value)
-    except ValueError:
-        fail(f"--since: not a time or duration: {value!r} (e.g. 2026-11-29T08:00, 2h, 7d)")
-    return dt if dt.tzinfo else dt.astimezone()
+# what commands share lives in postwatch.cli_kit (rooms import it from there, never from here)
+__all__ = ["ConfigOption", "app", "fail", "main", "open_config", "open_store", "parse_since"]
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -148,14 +107,14 @@ def check_config(config: ConfigOption = DEFAULT_CONFIG_PATH) -> None:
     except ConfigError as exc:
         for loc, msg in exc.problems:
             typer.echo(f"{exc.path}: {loc + ': ' if loc else ''}{msg}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(ExitCode.BAD_INPUT) from None
     problems: list[str] = []
-    for mod in room_modules("checks"):
-        problems.extend(mod.check(cfg))
+    for room in rooms():
+        problems.extend(room.check(cfg))
     for p in problems:
         typer.echo(f"{config}: {p}", err=True)
     if problems:
-        raise typer.Exit(2)
+        raise typer.Exit(ExitCode.BAD_INPUT)
     forms = sum(len(a.forms) for a in cfg.accounts)
     typer.echo(f"{config}: ok ({len(cfg.accounts)} accounts, {forms} forms)")
 
@@ -187,7 +146,6 @@ def serve(
     db = open_store(cfg)
     from postwatch.app import run
 
-    typer.echo(f"postwatch {__version__} listening on http://{cfg.server.listen}", err=True)
     _run_loop(run(cfg, db, http=True))
 
 
@@ -227,7 +185,7 @@ def events(
             )
             out = [event_dict(e) for e in rows]
     except StoreUnavailable as exc:
-        fail(f"database unavailable: {exc}", 3)
+        fail(f"database unavailable: {exc}", ExitCode.STORE_UNAVAILABLE)
     for e in out:
         if as_json:
             typer.echo(json.dumps(e, ensure_ascii=False, sort_keys=True))
@@ -239,8 +197,8 @@ def events(
             )
 
 
-for _mod in room_modules("commands"):
-    _mod.register(app)
+for _room in rooms():
+    _room.register_commands(app)
 
 
 def main() -> None:

@@ -10,9 +10,11 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from types import MappingProxyType
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -20,6 +22,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -503,37 +506,148 @@ class Config(Model):
     @model_validator(mode="after")
     def _unique(self) -> Config:
         _no_duplicates([a.id for a in self.accounts], "account id")
+        owners: dict[str, str] = {}
+        for a in self.accounts:
+            for m in a.mailboxes:
+                if m.address in owners:
+                    raise ValueError(
+                        f"mailbox {m.address!r} is listed by accounts {owners[m.address]!r} and "
+                        f"{a.id!r}; a watched mailbox belongs to one account"
+                    )
+                owners[m.address] = a.id
         return self
 
-    # lookups used across rooms ---------------------------------------------------------
-    def account(self, account_id: str) -> AccountConfig:
-        for a in self.accounts:
-            if a.id == account_id:
-                return a
-        raise KeyError(account_id)
+    # lookups used across rooms -----------------------------------------------------------
+    # The one place that maps an account id, a form reference or a mailbox address to its
+    # account. Built once on first use (a config is not changed after loading).
+    # The one ambiguity rule: a form id that several accounts use must be written
+    # ``account/form``; every lookup by form id refuses the short one (AmbiguousFormId), so an
+    # export or a retry never picks another customer's form. A mailbox belongs to one account
+    # (enforced on load above), so a mailbox lookup is never ambiguous.
+    _lookups: _Lookups | None = PrivateAttr(default=None)
 
-    def form(self, form_id: str) -> tuple[AccountConfig, FormConfig] | None:
-        """Find a form by its id; ids may also be written ``account/form``."""
-        acc_id, sep, fid = form_id.rpartition("/")
-        for a in self.accounts:
-            if sep and a.id != acc_id:
-                continue
-            for f in a.forms:
-                if f.id == fid:
-                    return a, f
-        return None
+    def _index(self) -> _Lookups:
+        if self._lookups is None or self._lookups.source is not self.accounts:
+            self._lookups = _Lookups.build(self.accounts)
+        return self._lookups
+
+    def account(self, account_id: str) -> AccountConfig:
+        """The account with this id; KeyError when there is none."""
+        return self._index().accounts[account_id]
+
+    def find_form(self, ref: str) -> tuple[AccountConfig, FormConfig]:
+        """The form of ``form`` or ``account/form``.
+
+        Raises :class:`FormNotFound` when no form matches and :class:`AmbiguousFormId` (a
+        FormNotFound) when a short id is used by several accounts; the message says which.
+        """
+        index = self._index()
+        found = index.forms.get(ref)
+        if found is not None:
+            return found
+        if ref in index.ambiguous:
+            raise AmbiguousFormId(ref, index.ambiguous[ref])
+        raise FormNotFound(ref)
+
+    def form(self, ref: str) -> tuple[AccountConfig, FormConfig] | None:
+        """Like :meth:`find_form`, but None for a form that does not exist. An ambiguous short
+        id still raises :class:`AmbiguousFormId`: it is never answered with a guess."""
+        try:
+            return self.find_form(ref)
+        except AmbiguousFormId:
+            raise
+        except FormNotFound:
+            return None
+
+    def form_refs(self) -> list[str]:
+        """Every form as ``account/form`` (for messages that list what exists)."""
+        return [f"{a.id}/{f.id}" for a in self.accounts for f in a.forms]
 
     def mailboxes(self) -> Iterator[tuple[AccountConfig, MailboxConfig]]:
         for a in self.accounts:
             for m in a.mailboxes:
                 yield a, m
 
+    def mailbox(self, address: str) -> tuple[AccountConfig, MailboxConfig] | None:
+        """The account and config of a watched mailbox (any case), or None."""
+        return self._index().mailboxes.get(address.lower())
+
     def mailbox_account(self, address: str) -> AccountConfig | None:
-        address = address.lower()
-        for a, m in self.mailboxes():
-            if m.address == address:
-                return a
-        return None
+        """The account of a watched mailbox (any case), or None when it is not watched."""
+        found = self.mailbox(address)
+        return found[0] if found is not None else None
+
+    def watched_mailboxes(self) -> Mapping[str, str]:
+        """address (lower case) -> account id of every ``[[accounts.mailboxes]]``."""
+        return self._index().mailbox_accounts
+
+
+class FormNotFound(LookupError):
+    """A form reference that names no form of the config. ``message`` is for a person."""
+
+    def __init__(self, ref: str, message: str | None = None) -> None:
+        self.ref = ref
+        self.message = message or f"no form {ref!r}"
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class AmbiguousFormId(FormNotFound):
+    """A short form id that several accounts use: it must be written ``account/form``.
+
+    ``accounts`` lists them (for the operator; not shown to web visitors by the intake)."""
+
+    def __init__(self, ref: str, accounts: list[str]) -> None:
+        self.accounts = accounts
+        super().__init__(
+            ref,
+            f"form id {ref!r} is used by several accounts; write it as ACCOUNT/{ref}",
+        )
+
+    @property
+    def candidates(self) -> list[str]:
+        return [f"{a}/{self.ref}" for a in self.accounts]
+
+
+@dataclass(frozen=True)
+class _Lookups:
+    #: the list the index was built from (a copy with other accounts builds its own)
+    source: list[AccountConfig]
+    accounts: dict[str, AccountConfig]
+    #: "account/form" always; a short "form" when exactly one account has it
+    forms: dict[str, tuple[AccountConfig, FormConfig]]
+    #: short form id -> the accounts that use it (two or more)
+    ambiguous: dict[str, list[str]]
+    mailboxes: dict[str, tuple[AccountConfig, MailboxConfig]]
+    mailbox_accounts: Mapping[str, str]
+
+    @classmethod
+    def build(cls, accounts: list[AccountConfig]) -> _Lookups:
+        forms: dict[str, tuple[AccountConfig, FormConfig]] = {}
+        users: dict[str, list[tuple[AccountConfig, FormConfig]]] = {}
+        mailboxes: dict[str, tuple[AccountConfig, MailboxConfig]] = {}
+        for a in accounts:
+            for f in a.forms:
+                forms[f"{a.id}/{f.id}"] = (a, f)
+                users.setdefault(f.id, []).append((a, f))
+            for m in a.mailboxes:
+                mailboxes.setdefault(m.address.lower(), (a, m))
+        ambiguous = {fid: [a.id for a, _ in used] for fid, used in users.items() if len(used) > 1}
+        for fid, used in users.items():
+            if len(used) == 1:
+                forms.setdefault(fid, used[0])
+        return cls(
+            source=accounts,
+            accounts={a.id: a for a in accounts},
+            forms=forms,
+            ambiguous=ambiguous,
+            mailboxes=mailboxes,
+            mailbox_accounts=MappingProxyType(
+                {addr: a.id for addr, (a, _m) in mailboxes.items()}
+            ),
+        )
 
 
 def _no_duplicates(values: list[str], what: str) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from postwatch.app import asgi_for_serving, create_app
+from postwatch.app import serving_app
 from postwatch.config import Config
 from postwatch.store import Database
 from tests.alerts.conftest import sink  # noqa: F401  (the webhook sink fixture)
@@ -118,7 +118,7 @@ class LiveServer:
         self.sock = sock
         self.port = int(sock.getsockname()[1])
         self.url = f"http://127.0.0.1:{self.port}"
-        app = asgi_for_serving(create_app(config, db))
+        app = serving_app(config, db)
         self.server = uvicorn.Server(
             uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
         )

@@ -68,3 +68,18 @@ def test_every_cli_command_is_in_cli_md() -> None:
     commands = _commands(typer.main.get_command(app), "postwatch")
     missing = [c for c in commands if f"`{c}" not in text]
     assert not missing, f"commands missing from docs/CLI.md: {missing}"
+
+
+def test_events_md_and_the_event_kinds_agree() -> None:
+    from postwatch.store.events import EventKind
+
+    text = (DOCS / "EVENTS.md").read_text(encoding="utf-8")
+    documented: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith("| `"):
+            first_cell = line.split("|")[1]
+            documented.update(re.findall(r"`([a-z_]+)`", first_cell))
+    kinds = {k.value for k in EventKind}
+    assert not kinds - documented, f"event kinds missing from docs/EVENTS.md: {kinds - documented}"
+    assert not documented - kinds, f"docs/EVENTS.md lists kinds that are not EventKind: " \
+        f"{documented - kinds}"

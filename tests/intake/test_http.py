@@ -615,10 +615,11 @@ async def test_text_no_store_can_keep_is_400_on_both_stores(
 
 async def test_fast_path_answers_like_the_routed_endpoint(cfg: Config, db: Database) -> None:
     from postwatch.app import create_app
-    from postwatch.intake.http import fast_path, routes
+    from postwatch.intake.http import routes
 
-    router = routes(cfg, db)
-    app = fast_path(create_app(cfg, db), router.intake)  # type: ignore[attr-defined]
+    part = routes(cfg, db)
+    assert part.wrap_asgi is not None
+    app = part.wrap_asgi(create_app(cfg, db))
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
         r = await c.post("/f/contact", data={"n": "1"})

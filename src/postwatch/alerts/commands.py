@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from postwatch.rooms import DEFAULT_CONFIG_PATH
+from postwatch.cli_kit import DEFAULT_CONFIG_PATH
+from postwatch.cli_kit import ConfigOption as ConfigOpt
 
-ConfigOpt = Annotated[
-    Path,
-    typer.Option("--config", "-c", help="the TOML config file", envvar="POSTWATCH_CONFIG"),
-]
 JsonOpt = Annotated[bool, typer.Option("--json", help="JSON output")]
 
 
@@ -32,7 +28,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Print who is told about what for an account (text, or HTML to attach to an agreement)."""
         from postwatch.alerts.sheet import html_sheet, text_sheet
-        from postwatch.cli import fail, open_config
+        from postwatch.cli_kit import fail, open_config
 
         cfg = open_config(config)
         try:
@@ -54,7 +50,7 @@ def register(app: typer.Typer) -> None:
         """List open alerts (newest first)."""
         from postwatch.alerts.engine import Engine
         from postwatch.alerts.queries import list_alerts
-        from postwatch.cli import open_config, open_store
+        from postwatch.cli_kit import open_config, open_store
 
         cfg = open_config(config)
         db = open_store(cfg)
@@ -85,7 +81,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Acknowledge an alert: stops its reminders and escalation."""
         from postwatch.alerts.engine import acknowledge
-        from postwatch.cli import fail, open_config, open_store
+        from postwatch.cli_kit import fail, open_config, open_store
 
         cfg = open_config(config)
         db = open_store(cfg)
@@ -104,7 +100,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Who was told what, when, on which channel (masked), with what result."""
         from postwatch.alerts.queries import history as hist
-        from postwatch.cli import fail, open_config, open_store, parse_since
+        from postwatch.cli_kit import fail, open_config, open_store, parse_since
 
         cfg = open_config(config)
         try:
@@ -140,7 +136,7 @@ def register(app: typer.Typer) -> None:
         from postwatch.alerts import channels as ch
         from postwatch.alerts import routing
         from postwatch.alerts.engine import Engine
-        from postwatch.cli import open_config, open_store
+        from postwatch.cli_kit import open_config, open_store
         from postwatch.store.models_alerts import AlertChannel
 
         cfg = open_config(config)
@@ -194,7 +190,7 @@ def register(app: typer.Typer) -> None:
         config: ConfigOpt = DEFAULT_CONFIG_PATH,
     ) -> None:
         """Hold back notifications of matching alerts for a while (they are still recorded)."""
-        from postwatch.cli import fail, open_config, open_store
+        from postwatch.cli_kit import fail, open_config, open_store
         from postwatch.config import parse_duration
         from postwatch.store.models_alerts import AlertSilence
 
@@ -219,7 +215,7 @@ def register(app: typer.Typer) -> None:
         """Silences (from the config and from `alerts silence`) and maintenance windows."""
         from sqlalchemy import select
 
-        from postwatch.cli import open_config, open_store
+        from postwatch.cli_kit import open_config, open_store
         from postwatch.store.models_alerts import AlertSilence
 
         cfg = open_config(config)
@@ -248,7 +244,7 @@ def register(app: typer.Typer) -> None:
         config: ConfigOpt = DEFAULT_CONFIG_PATH,
     ) -> None:
         """End a silence now."""
-        from postwatch.cli import fail, open_config, open_store
+        from postwatch.cli_kit import fail, open_config, open_store
         from postwatch.store.models_alerts import AlertSilence
 
         cfg = open_config(config)

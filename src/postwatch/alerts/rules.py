@@ -64,15 +64,9 @@ class EventView:
     data: dict[str, Any]
 
 
-_index: tuple[Config, dict[str, str]] | None = None
-
-
 def mailbox_account(config: Config, mailbox: str) -> str | None:
-    """The account id of a watched mailbox (an index built once per config, not a scan)."""
-    global _index
-    if _index is None or _index[0] is not config:
-        _index = (config, {m.address: a.id for a, m in config.mailboxes()})
-    return _index[1].get(mailbox.lower())
+    """The account id of a watched mailbox (the config's own index, not a scan)."""
+    return config.watched_mailboxes().get(mailbox.lower())
 
 
 def _account(config: Config, ev: EventView, mailbox: str | None) -> str | None:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from postwatch.alerts.clock import Clock
 from postwatch.alerts.engine import Engine, Sender
 from postwatch.config import Config
 from postwatch.rooms import Service
-from postwatch.store import Database, StoreUnavailable
+from postwatch.services import run_periodic
+from postwatch.store import Database
 
 log = logging.getLogger("postwatch.alerts")
 
@@ -30,16 +30,7 @@ class AlertService:
         self.interval = config.alerts.poll_interval.total_seconds()
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                work = await asyncio.to_thread(self.engine.step)
-            except StoreUnavailable as exc:
-                log.warning("alerts: store unavailable, retrying: %s", exc)
-                work = 0
-            if work and not stop.is_set():
-                continue  # more may be waiting
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self.interval)
+        await run_periodic(self.name, self.engine.step, stop, every=self.interval, logger=log)
 
 
 def build_services(config: Config, db: Database) -> list[Service]:

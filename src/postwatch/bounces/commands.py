@@ -8,13 +8,7 @@ from typing import Annotated
 
 import typer
 
-from postwatch.rooms import DEFAULT_CONFIG_PATH
-
-# the same option as postwatch.cli.ConfigOption (not imported: cli imports this module)
-ConfigOption = Annotated[
-    Path,
-    typer.Option("--config", "-c", help="the TOML config file", envvar="POSTWATCH_CONFIG"),
-]
+from postwatch.cli_kit import DEFAULT_CONFIG_PATH, ConfigOption
 
 
 def register(app: typer.Typer) -> None:
@@ -68,13 +62,12 @@ def _apply(paths: list[Path], config: Path) -> None:
 
     from postwatch.bounces.imap import store_bounce
     from postwatch.bounces.sources import read_messages
-    from postwatch.cli import fail, open_config, open_store
+    from postwatch.cli_kit import fail, open_config, open_store
     from postwatch.store import StoreUnavailable
-    from postwatch.watch.detect import watched_mailboxes
 
     cfg = open_config(config)
     db = open_store(cfg)
-    watched = watched_mailboxes(cfg)
+    watched: dict[str, str | None] = dict(cfg.watched_mailboxes())
     results: Counter[str] = Counter()
     try:
         for path in paths:

@@ -45,6 +45,7 @@ from postwatch.delivery.outbox import (
     own_submission,
 )
 from postwatch.reasons import Reason, Verdict
+from postwatch.services import Backoff
 from postwatch.store import Database
 from postwatch.store.events import record_event
 from postwatch.watch.detect import Observation, store_observations, watched_mailboxes
@@ -255,12 +256,12 @@ class BounceMailboxService:
             log.exception("%s: cannot record the source state", self.name)
 
     def _loop(self) -> None:
-        delay = 1.0
+        backoff = Backoff(first=1.0, cap=300.0)  # a mail server that is down: no hammering
         while not self._stop.is_set():
             client = None
             try:
                 client = self._connect()
-                delay = 1.0
+                backoff.reset()
                 self._outage(None)
                 self.handle_new(client)
                 while not self._stop.is_set():
@@ -279,10 +280,10 @@ class BounceMailboxService:
                 self.ready.clear()
                 if self._stop.is_set():
                     break
+                delay = backoff.next()
                 log.warning("%s: %s; reconnecting in %.0fs", self.name, exc, delay)
                 self._outage(exc)
                 self._stop.wait(delay)
-                delay = min(delay * 2, 300.0)
             finally:
                 if client is not None:
                     with contextlib.suppress(Exception):

@@ -6,20 +6,16 @@ from __future__ import annotations
 import json
 import sys
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from postwatch.rooms import DEFAULT_CONFIG_PATH
+from postwatch.cli_kit import DEFAULT_CONFIG_PATH
+from postwatch.cli_kit import ConfigOption as ConfigOpt
 
 if TYPE_CHECKING:
     from postwatch.config import Config
 
-ConfigOpt = Annotated[
-    Path,
-    typer.Option("--config", "-c", help="the TOML config file", envvar="POSTWATCH_CONFIG"),
-]
 
 
 def human(n: float | int | None) -> str:
@@ -61,7 +57,7 @@ def _full_text(row: dict[str, Any], now: datetime) -> str:
 
 
 def _accounts(cfg: Config, account: list[str] | None) -> list[str] | None:
-    from postwatch.cli import fail
+    from postwatch.cli_kit import fail
 
     if not account:
         return None
@@ -83,7 +79,7 @@ def quota(
     """Mailbox quotas: used, limit, percent, growth per day and time until full."""
     from postwatch.capacity.core import poll_mailboxes, quota_rows
     from postwatch.capacity.sources import targets_from_config
-    from postwatch.cli import fail, open_config, open_store
+    from postwatch.cli_kit import fail, open_config, open_store
     from postwatch.store import StoreUnavailable
 
     cfg = open_config(config)
@@ -132,7 +128,7 @@ def space(
 ) -> None:
     """What fills an account's sites: a breakdown by category, the largest files and folders."""
     from postwatch.capacity.core import record_site_reports, site_reports
-    from postwatch.cli import fail, open_config, open_store
+    from postwatch.cli_kit import fail, open_config, open_store
     from postwatch.store import StoreUnavailable
 
     cfg = open_config(config)
@@ -259,7 +255,7 @@ def campaign_check(
 ) -> None:
     """Does the campaign fit in the mailboxes and the package? Exit 1 when it does not."""
     from postwatch.capacity.campaign import CampaignPlan, check_campaign
-    from postwatch.cli import fail, open_config, open_store
+    from postwatch.cli_kit import fail, open_config, open_store
     from postwatch.store import StoreUnavailable
 
     cfg = open_config(config)

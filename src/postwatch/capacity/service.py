@@ -5,7 +5,6 @@ old readings every ``capacity.prune_every`` (``capacity.retention``)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
@@ -13,7 +12,8 @@ from postwatch.capacity.core import Poller, mailbox_full_signal
 from postwatch.capacity.retention import Pruner
 from postwatch.config import Config
 from postwatch.rooms import Service
-from postwatch.store import Database, StoreUnavailable
+from postwatch.services import run_periodic
+from postwatch.store import Database
 from postwatch.store.events import fetch_events, last_event_id
 
 log = logging.getLogger("postwatch.capacity")
@@ -32,30 +32,31 @@ class CapacityService:
         self.poller = Poller(config, db)
         self.pruner = Pruner(config, db)
         self.cursor: int | None = None
+        self._has_sites = any(a.sites for a in config.accounts)
+        self._next_poll = self._next_scan = self._next_prune = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
+        self._next_poll = self._next_scan = time.monotonic()
+        self._next_prune = self._next_poll + PRUNE_FIRST_AFTER
+        await run_periodic(self.name, self._round, stop, every=self._wait, logger=log)
+
+    def _round(self) -> None:
+        """What is due: poll, scan, follow new events, prune (in a thread)."""
         cap = self.config.capacity
-        next_poll = next_scan = time.monotonic()
-        next_prune = next_poll + PRUNE_FIRST_AFTER
-        has_sites = any(a.sites for a in self.config.accounts)
-        while not stop.is_set():
-            now = time.monotonic()
-            try:
-                if now >= next_poll:
-                    next_poll = now + cap.poll_every.total_seconds()
-                    await asyncio.to_thread(self.poller.poll)
-                if has_sites and now >= next_scan:
-                    next_scan = now + cap.scan_every.total_seconds()
-                    await asyncio.to_thread(self.poller.scan)
-                await asyncio.to_thread(self.follow_events)
-                if time.monotonic() >= next_prune:
-                    next_prune = time.monotonic() + cap.prune_every.total_seconds()
-                    await asyncio.to_thread(self.pruner.run)
-            except StoreUnavailable as exc:
-                log.error("capacity: store unavailable, will retry: %s", exc)
-            wait = min(EVENT_CHECK_EVERY, max(0.0, next_poll - time.monotonic()))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=max(wait, 0.05))
+        now = time.monotonic()
+        if now >= self._next_poll:
+            self._next_poll = now + cap.poll_every.total_seconds()
+            self.poller.poll()
+        if self._has_sites and now >= self._next_scan:
+            self._next_scan = now + cap.scan_every.total_seconds()
+            self.poller.scan()
+        self.follow_events()
+        if time.monotonic() >= self._next_prune:
+            self._next_prune = time.monotonic() + cap.prune_every.total_seconds()
+            self.pruner.run()
+
+    def _wait(self) -> float:
+        return max(0.05, min(EVENT_CHECK_EVERY, self._next_poll - time.monotonic()))
 
     def follow_events(self) -> None:
         """``mailbox_full`` events newer than the cursor make ``quota_full`` (once per crossing).

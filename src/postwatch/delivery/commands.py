@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from postwatch.rooms import DEFAULT_CONFIG_PATH
-
-# the same option as postwatch.cli.ConfigOption (not imported: cli imports this module)
-ConfigOption = Annotated[
-    Path,
-    typer.Option("--config", "-c", help="the TOML config file", envvar="POSTWATCH_CONFIG"),
-]
+from postwatch.cli_kit import DEFAULT_CONFIG_PATH, ConfigOption
 
 
 def register(app: typer.Typer) -> None:
@@ -32,7 +25,7 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
     ) -> None:
         """Jobs waiting to be delivered (pending, sending, held), the next due first."""
-        from postwatch.cli import fail, open_config, open_store
+        from postwatch.cli_kit import fail, open_config, open_store
         from postwatch.delivery.outbox import queue
         from postwatch.store import StoreUnavailable
 
@@ -73,17 +66,14 @@ def register(app: typer.Typer) -> None:
         = None,
     ) -> None:
         """Retry waiting jobs now (e.g. after a full mailbox was emptied)."""
-        from postwatch.cli import fail, open_config, open_store
+        from postwatch.cli_kit import fail, find_form, open_config, open_store
         from postwatch.delivery.outbox import retry_now
         from postwatch.store import StoreUnavailable
 
         cfg = open_config(config)
         account = form_id = None
         if form:
-            found = cfg.form(form)
-            if found is None:
-                fail(f"--form: no form {form!r} in the config")
-            account, form_id = found[0].id, found[1].id
+            account, form_id = find_form(cfg, form)
         db = open_store(cfg)
         try:
             n = retry_now(db, recipient=recipient, submission=submission, account=account,
@@ -96,7 +86,7 @@ def register(app: typer.Typer) -> None:
     @sub.command("check-smtp")
     def check_smtp(config: ConfigOption = DEFAULT_CONFIG_PATH) -> None:
         """Connect to the configured SMTP server, do TLS and AUTH, send nothing."""
-        from postwatch.cli import fail, open_config
+        from postwatch.cli_kit import ExitCode, fail, open_config
         from postwatch.delivery.send import probe
 
         cfg = open_config(config)
@@ -104,7 +94,8 @@ def register(app: typer.Typer) -> None:
         where = f"{s.host}:{s.port} ({s.security}{', auth as ' + s.username if s.username else ''})"
         reply = probe(s)
         if not reply.delivered:
-            fail(f"smtp {where}: failed during {reply.stage}: {reply.line}", 4)
+            fail(f"smtp {where}: failed during {reply.stage}: {reply.line}",
+                 ExitCode.SMTP_CHECK_FAILED)
         typer.echo(f"smtp {where}: ok")
 
     app.add_typer(sub, name="delivery")

@@ -21,6 +21,7 @@ from postwatch.delivery.compose import compose
 from postwatch.delivery.outbox import Claimed, Outcome, claim, record, release
 from postwatch.delivery.send import Reply, send
 from postwatch.reasons import Reason, Verdict
+from postwatch.services import Backoff, run_periodic
 from postwatch.store import Database, StoreUnavailable
 
 log = logging.getLogger("postwatch.delivery")
@@ -49,16 +50,10 @@ class DeliveryWorker:
         woken = asyncio.Event()
         _register(loop, woken)
         try:
-            while not stop.is_set():
-                woken.clear()
-                try:
-                    did = await asyncio.to_thread(self.step)
-                except StoreUnavailable as exc:
-                    log.warning("%s: store unavailable (%s); retrying", self.name, exc)
-                    did = False
-                if did:
-                    continue
-                await _wait_any(stop, woken, self.config.delivery.poll_interval.total_seconds())
+            await run_periodic(
+                self.name, self.step, stop, wake=woken, logger=log,
+                every=self.config.delivery.poll_interval.total_seconds(),
+            )
         finally:
             _unregister(loop, woken)
             with contextlib.suppress(StoreUnavailable):
@@ -97,22 +92,14 @@ class DeliveryWorker:
         mail that went out is not sent again (after the lease, another worker would resend it
         with the same Message-ID)."""
         give_up = time.monotonic() + self.config.delivery.lease.total_seconds() / 2
-        delay = 0.5
+        backoff = Backoff()
         while True:
             try:
                 return record(self.db, self.config, self.id, job, reply)
             except StoreUnavailable as exc:
+                delay = backoff.next()
                 if time.monotonic() + delay > give_up:
                     raise
                 log.warning("job %s: cannot record the result yet (%s); retrying", job.job_id, exc)
                 time.sleep(delay)
-                delay = min(delay * 2, 10.0)
 
-
-async def _wait_any(stop: asyncio.Event, woken: asyncio.Event, timeout: float) -> None:
-    waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(woken.wait())]
-    try:
-        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waits:
-            w.cancel()

@@ -5,32 +5,11 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import typer
 
-from postwatch.rooms import DEFAULT_CONFIG_PATH
-
-# the same option as postwatch.cli.ConfigOption (not imported: cli imports this module)
-ConfigOption = Annotated[
-    Path,
-    typer.Option("--config", "-c", help="the TOML config file", envvar="POSTWATCH_CONFIG"),
-]
-
-
-def _form(cfg: Any, form_id: str) -> tuple[str, str]:
-    """(account, form) of ``form`` or ``account/form``; a short id two accounts use is refused
-    (an export must never pick another customer's form by accident)."""
-    from postwatch.cli import fail
-    from postwatch.intake.http import FormIndex
-    from postwatch.intake.parsing import IntakeError
-
-    try:
-        account, form = FormIndex(cfg).find(form_id)
-    except IntakeError as exc:
-        known = ", ".join(f"{a.id}/{f.id}" for a in cfg.accounts for f in a.forms) or "none"
-        fail(f"--form: {exc.message.replace('/f/ACCOUNT/', 'ACCOUNT/')} (forms: {known})")
-    return account.id, form.id
+from postwatch.cli_kit import DEFAULT_CONFIG_PATH, ConfigOption, find_form
 
 
 def register(app: typer.Typer) -> None:
@@ -48,12 +27,12 @@ def register(app: typer.Typer) -> None:
         limit: Annotated[int, typer.Option(help="at most this many")] = 100,
     ) -> None:
         """List submissions, oldest first: id, time, form, status, e-mail, deliveries."""
-        from postwatch.cli import fail, open_config, open_store, parse_since
+        from postwatch.cli_kit import fail, open_config, open_store, parse_since
         from postwatch.intake.records import iter_submissions
         from postwatch.store import StoreUnavailable
 
         cfg = open_config(config)
-        account, form_id = _form(cfg, form) if form else (None, None)
+        account, form_id = find_form(cfg, form) if form else (None, None)
         db = open_store(cfg)
         try:
             with db.session(readonly=True) as s:
@@ -89,12 +68,12 @@ def register(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         """Export a form's submissions with their delivery state (JSON list or CSV)."""
-        from postwatch.cli import fail, open_config, open_store, parse_since
+        from postwatch.cli_kit import fail, open_config, open_store, parse_since
         from postwatch.intake.records import iter_submissions, write_csv, write_json
         from postwatch.store import StoreUnavailable
 
         cfg = open_config(config)
-        account, form_id = _form(cfg, form)
+        account, form_id = find_form(cfg, form)
         db = open_store(cfg)
         tmp = output.with_name(output.name + ".part") if output else None
         try:
@@ -127,7 +106,7 @@ def register(app: typer.Typer) -> None:
         ] = False,
     ) -> None:
         """Delete submissions (with attachments and delivery jobs); leaves an event per form."""
-        from postwatch.cli import fail, open_config, open_store
+        from postwatch.cli_kit import fail, open_config, open_store
         from postwatch.intake.records import purge_email, purge_expired
         from postwatch.store import StoreUnavailable
 

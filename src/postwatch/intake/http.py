@@ -23,7 +23,7 @@ from typing import Any
 from fastapi import APIRouter
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from postwatch.config import AccountConfig, Config, FormConfig
+from postwatch.config import AccountConfig, Config, FormConfig, FormNotFound
 from postwatch.intake import metrics
 from postwatch.intake.committer import GroupCommitter
 from postwatch.intake.parsing import IntakeError, Limits, Parsed, parse_body
@@ -36,6 +36,7 @@ from postwatch.intake.spam import (
     request_origin,
 )
 from postwatch.intake.submissions import NewSubmission
+from postwatch.rooms import HttpPart
 from postwatch.store import StoreUnavailable
 
 log = logging.getLogger("postwatch.intake")
@@ -45,27 +46,17 @@ _CORS_ALLOW_HEADERS = "Content-Type, Accept, Idempotency-Key, X-Requested-With"
 
 
 class FormIndex:
-    """Form lookup by ``form`` (when unique across accounts) or ``account/form``."""
+    """Form lookup by ``form`` (when unique across accounts) or ``account/form``: the
+    config's one lookup (``Config.find_form``), answered as a 404 for the web."""
 
     def __init__(self, config: Config) -> None:
-        self.forms: dict[str, tuple[AccountConfig, FormConfig] | None] = {}
-        for a in config.accounts:
-            for f in a.forms:
-                self.forms[f"{a.id}/{f.id}"] = (a, f)
-                # None marks an id that several accounts use: only account/form works then
-                self.forms[f.id] = None if f.id in self.forms else (a, f)
+        self.config = config
 
     def find(self, form_id: str) -> tuple[AccountConfig, FormConfig]:
-        if form_id not in self.forms:
-            raise IntakeError(404, "unknown_form", f"no form {form_id!r} here")
-        found = self.forms[form_id]
-        if found is None:
-            raise IntakeError(
-                404,
-                "unknown_form",
-                f"form id {form_id!r} is used by several accounts; post to /f/ACCOUNT/{form_id}",
-            )
-        return found
+        try:
+            return self.config.find_form(form_id)
+        except FormNotFound as exc:  # unknown, or a short id several accounts use
+            raise IntakeError(404, "unknown_form", exc.message) from None
 
 
 class Intake:
@@ -319,7 +310,8 @@ def _error(exc: IntakeError, wants_json: bool, headers: dict[str, str]) -> _Repl
     return _Reply(exc.status, headers, (exc.message + "\n").encode(), "text/plain; charset=utf-8")
 
 
-def routes(config: Config, db: Any) -> APIRouter:
+def routes(config: Config, db: Any) -> HttpPart:
+    """The intake's routes, and its fast path as the ASGI wrapper ``postwatch serve`` applies."""
     intake = Intake(config, db)
     router = APIRouter()
     # a plain Starlette route to a raw ASGI callable: no validation layer, the body is ours
@@ -329,16 +321,10 @@ def routes(config: Config, db: Any) -> APIRouter:
         methods=["POST", "OPTIONS"],
         include_in_schema=False,
     )
-    router.intake = intake  # type: ignore[attr-defined]
-    return router
+    return HttpPart(router, wrap_asgi=lambda asgi: fast_path(asgi, intake))
 
 
-def wrap_asgi(asgi: ASGIApp, app: Any) -> ASGIApp:
-    """Plug-in point of the composition root: serve ``/f/...`` on the fast path."""
-    return fast_path(asgi, app.state.routers["intake"].intake)
-
-
-__all__ = ["Intake", "fast_path", "routes", "wrap_asgi"]
+__all__ = ["Intake", "fast_path", "routes"]
 
 
 def fast_path(app: ASGIApp, intake: Intake) -> ASGIApp:

@@ -3,27 +3,23 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from postwatch.rooms import DEFAULT_CONFIG_PATH
+from postwatch.cli_kit import DEFAULT_CONFIG_PATH, ConfigOption
 
 
 def register(app: typer.Typer) -> None:
     @app.command("watch-status")
     def watch_status(
-        config: Annotated[
-            Path,
-            typer.Option("--config", "-c", help="the TOML config file", envvar="POSTWATCH_CONFIG"),
-        ] = DEFAULT_CONFIG_PATH,
+        config: ConfigOption = DEFAULT_CONFIG_PATH,
         as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
     ) -> None:
         """Show each followed mail log: file size, position read up to, lines, unparsed."""
         from sqlalchemy import select
 
-        from postwatch.cli import open_config, open_store
+        from postwatch.cli_kit import open_config, open_store
         from postwatch.config import resolve_path
         from postwatch.store.models_watch import FollowedFile
 

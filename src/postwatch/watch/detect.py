@@ -283,4 +283,4 @@ def store_observations(
 
 def watched_mailboxes(config: Any) -> dict[str, str | None]:
     """address -> account id for every ``[[accounts.mailboxes]]`` of the config."""
-    return {m.address.lower(): a.id for a, m in config.mailboxes()}
+    return dict(config.watched_mailboxes())

@@ -3,7 +3,7 @@
 - :class:`MaillogService`: one per ``[[maillogs]]``: follows the file (``tail -F``), turns its
   lines into events, and stores the file position in the same transaction as the events.
 - :class:`SyslogService`: the ``[syslog]`` listener; one parser per sending host.
-- bounce mailboxes over IMAP IDLE: :mod:`postwatch.bounces.imap`.
+- bounce mailboxes over IMAP IDLE: the bounces room's own service (:mod:`postwatch.bounces.imap`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from zoneinfo import ZoneInfo
 
 from postwatch.config import Config, MaillogConfig, resolve_path
 from postwatch.delivery.outbox import own_domain
-from postwatch.rooms import Service
+from postwatch.rooms import ListenError, Service
+from postwatch.services import Backoff
 from postwatch.store import Database, StoreUnavailable
 from postwatch.store.models_watch import FollowedFile
 from postwatch.watch.detect import (
@@ -151,7 +152,7 @@ class MaillogService:
 
     async def _save(self, position: Position, observations: list[Observation]) -> None:
         assert self.processor is not None
-        delay = 0.5
+        backoff = Backoff()
         while True:
             try:
                 kinds = await asyncio.to_thread(
@@ -168,9 +169,9 @@ class MaillogService:
                 return
             except StoreUnavailable as exc:
                 # hold the lines: nothing is acknowledged until stored (the file keeps them)
+                delay = backoff.next()
                 log.warning("%s: store unavailable (%s); retrying in %.1fs", self.name, exc, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
 
 
 class SyslogService:
@@ -215,7 +216,7 @@ class SyslogService:
                 continue
             while not self._queue.empty():
                 batch.extend(self._queue.get_nowait())
-            delay = 0.5
+            backoff = Backoff()
             while True:
                 try:
                     kinds = await asyncio.to_thread(self._store, batch)
@@ -223,15 +224,24 @@ class SyslogService:
                     break
                 except StoreUnavailable as exc:
                     log.warning("syslog: store unavailable (%s); retrying", exc)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 30.0)
+                    await asyncio.sleep(backoff.next())
 
     def _store(self, batch: list[Observation]) -> list[str]:
         with self.db.session() as s:
             return store_observations(s, batch, self.config)
 
+    async def listen(self) -> None:
+        """Bind the syslog sockets (before any service runs: rooms.Listener)."""
+        try:
+            await self.listener.start()
+        except OSError as exc:
+            await self.listener.close()
+            assert self.config.syslog is not None
+            raise ListenError(exc, self.config.syslog.listen, "syslog.listen") from None
+
     async def run(self, stop: asyncio.Event) -> None:
-        await self.listener.start()
+        if self.listener.udp_port is None and self.listener.tcp_port is None:
+            await self.listen()
         log.info(
             "syslog listening on %s (udp %s, tcp %s)",
             self.listener.host,
@@ -251,9 +261,6 @@ def build_services(config: Config, db: Database) -> list[Service]:
     services: list[Any] = [MaillogService(config, db, m) for m in config.maillogs]
     if config.syslog is not None:
         services.append(SyslogService(config, db))
-    from postwatch.bounces.imap import build_bounce_services
-
-    services.extend(build_bounce_services(config, db))
     return services
 
 
