@@ -69,8 +69,8 @@ def _apply(paths: list[Path], config: Path) -> None:
     from postwatch.bounces.imap import store_bounce
     from postwatch.bounces.sources import read_messages
     from postwatch.cli import fail, open_config, open_store
+    from postwatch.observations import watched_mailboxes
     from postwatch.store import StoreUnavailable
-    from postwatch.watch.detect import watched_mailboxes
 
     cfg = open_config(config)
     db = open_store(cfg)

@@ -33,7 +33,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Jobs waiting to be delivered (pending, sending, held), the next due first."""
         from postwatch.cli import fail, open_config, open_store
-        from postwatch.delivery.outbox import queue
+        from postwatch.outbox import queue
         from postwatch.store import StoreUnavailable
 
         cfg = open_config(config)
@@ -74,7 +74,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Retry waiting jobs now (e.g. after a full mailbox was emptied)."""
         from postwatch.cli import fail, open_config, open_store
-        from postwatch.delivery.outbox import retry_now
+        from postwatch.outbox import retry_now
         from postwatch.store import StoreUnavailable
 
         cfg = open_config(config)
