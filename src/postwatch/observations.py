@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +43,8 @@ if TYPE_CHECKING:
     from postwatch.store.models import Event
 
 EPISODE_KINDS = ("mailbox_full", "mailbox_recovered")
+#: the same line or DSN seen twice has the same time (to the second)
+SAME_TIME = timedelta(seconds=2)
 
 
 class ObservationKind(StrEnum):
@@ -81,6 +83,8 @@ def record(session: Session, observations: Iterable[Observation]) -> list[str]:
         at = obs.at if obs.at.tzinfo else obs.at.replace(tzinfo=UTC)
         if obs.kind is ObservationKind.DOWNSTREAM:
             continue
+        if obs.data.get("key") and _seen(session, obs, at):
+            continue  # the same line or DSN again (e.g. a bounce folder applied twice)
         if obs.kind is ObservationKind.DELIVERED:
             ev = delivery_succeeded(
                 session, account=obs.account, mailbox=obs.mailbox, data=obs.data, at=at
@@ -106,21 +110,46 @@ def watched_mailboxes(config: Config) -> dict[str, str | None]:
     return {m.address.lower(): a.id for a, m in config.mailboxes()}
 
 
-# --------------------------------------------------------------------------- the episode rule
-
-
-def open_episode(session: Session, mailbox: str) -> Event | None:
-    """The ``mailbox_full`` event of the mailbox's open episode, if one is open."""
+def _seen(session: Session, obs: Observation, at: datetime) -> bool:
+    """Was an observation with the same ``key`` recorded for the mailbox at the same time?"""
     from sqlalchemy import select
 
     from postwatch.store.models import Event
 
-    last = session.scalar(
+    rows = session.scalars(
+        select(Event).where(
+            Event.mailbox == obs.mailbox.lower(),
+            Event.kind.in_(("delivery_failed", *EPISODE_KINDS)),
+            Event.at >= at - SAME_TIME,
+            Event.at <= at + SAME_TIME,
+        )
+    )
+    return any(e.data.get("key") == obs.data["key"] for e in rows)
+
+
+# --------------------------------------------------------------------------- the episode rule
+
+
+def _last_episode_event(session: Session, mailbox: str) -> Event | None:
+    from sqlalchemy import select
+
+    from postwatch.store.models import Event
+
+    return session.scalar(
         select(Event)
         .where(Event.mailbox == mailbox.lower(), Event.kind.in_(EPISODE_KINDS))
         .order_by(Event.id.desc())
         .limit(1)
     )
+
+
+def _utc(t: datetime) -> datetime:
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def open_episode(session: Session, mailbox: str) -> Event | None:
+    """The ``mailbox_full`` event of the mailbox's open episode, if one is open."""
+    last = _last_episode_event(session, mailbox)
     if last is not None and last.kind == "mailbox_full":
         return last
     return None
@@ -149,10 +178,15 @@ def mailbox_full_seen(
     session: Session, *, account: str | None, mailbox: str, data: dict[str, Any],
     at: datetime | None = None,
 ) -> Event | None:
-    """Report a mailbox-full failure; returns the new ``mailbox_full`` event if it opened one."""
+    """Report a mailbox-full failure; returns the new ``mailbox_full`` event if it opened one.
+    A failure dated before the end of the last episode (late evidence, e.g. an old DSN read
+    again) opens none."""
     from postwatch.store.events import record_event
 
-    if open_episode(session, mailbox) is not None:
+    last = _last_episode_event(session, mailbox)
+    if last is not None and last.kind == "mailbox_full":
+        return None
+    if last is not None and at is not None and _utc(at) < _utc(last.at):
         return None
     return record_event(
         session, "mailbox_full", account=account, mailbox=mailbox, data=data,

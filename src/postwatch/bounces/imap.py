@@ -40,7 +40,7 @@ from postwatch import observations
 from postwatch.bounces.parse import BounceReport, MessageKind, analyse, parse_bytes
 from postwatch.config import BounceMailboxConfig, Config
 from postwatch.observations import Observation, ObservationKind, watched_mailboxes
-from postwatch.outbox import Transition, apply_observation, own_domain, own_submission
+from postwatch.outbox import Result, Transition, apply_observation, own_domain, own_submission
 from postwatch.reasons import Reason, Verdict
 from postwatch.store import Database
 from postwatch.store.events import record_event
@@ -57,8 +57,10 @@ def report_observations(
     source: str,
     at: datetime,
     evidence: str,
+    key: str | None = None,
 ) -> tuple[list[Observation], list[dict[str, Any]]]:
-    """(observations for watched mailboxes, other failures) of one analysed message."""
+    """(observations for watched mailboxes, other failures) of one analysed message. ``key``
+    (the bounce's own Message-ID) makes the same bounce read twice one observation."""
     watched_obs: list[Observation] = []
     others: list[dict[str, Any]] = []
     if report.kind not in (MessageKind.BOUNCE, MessageKind.DELAY):
@@ -75,6 +77,8 @@ def report_observations(
             "source": source,
             "original_message_id": report.original_message_id,
         }
+        if key:
+            data["key"] = f"dsn:{key}:{(f.recipient or '').lower()}"
         rcpt = (f.recipient or "").lower()
         if rcpt in watched:
             watched_obs.append(Observation(ObservationKind.FAILED, rcpt, watched[rcpt], at, data))
@@ -105,8 +109,19 @@ def store_bounce(
         report,
         watched=watched if watched is not None else watched_mailboxes(config),
         source=source, at=at, evidence=evidence,
+        key=str(msg.get("Message-ID") or "").strip() or None,
     )
-    observations.record(session, watched_obs)
+    done = report_downstream(
+        session, config, report, msg, source=source, evidence=evidence, at=at
+    )
+    # a bounce of postwatch's own mail that changed nothing (seen before, or about an older
+    # hand-over) is no new evidence about the mailbox either: no event, no episode
+    stale = {
+        (f.recipient or "").lower()
+        for f, t in zip(report.failures, done, strict=False)
+        if t.result in (Result.DUPLICATE, Result.IGNORED)
+    }
+    observations.record(session, [o for o in watched_obs if o.mailbox not in stale])
     for data in others:
         record_event(session, "bounce_received", account=account, data=data)
     if report.kind in (MessageKind.AUTO_REPLY, MessageKind.FEEDBACK_REPORT):
@@ -116,9 +131,6 @@ def store_bounce(
             account=account,
             data={"kind": str(report.kind), "subject": subject, "source": source},
         )
-    done = report_downstream(
-        session, config, report, msg, source=source, evidence=evidence, at=at
-    )
     return report, done
 
 

@@ -59,9 +59,12 @@ from postwatch.store.models import DeliveryJob, Event, utcnow
 
 log = logging.getLogger("postwatch.delivery")
 
-#: a report dated this much before the job's latest hand-over is about an earlier one
-#: (log lines and Date headers have a one-second resolution)
-HANDOVER_SLACK = timedelta(seconds=2)
+#: a report without the relay's queue id dated this much before the job's latest hand-over is
+#: about an earlier one (another host's clock, one-second resolution; retries of a held job
+#: are ``full_retry_every`` apart, 15 minutes by default)
+HANDOVER_SLACK = timedelta(seconds=30)
+#: the same report twice has the same time: look for its key this close to it
+SAME_REPORT = timedelta(seconds=2)
 
 
 class Source(StrEnum):
@@ -268,7 +271,7 @@ def _downstream_events(session: Session, job: DeliveryJob, since: datetime,
 def _guard(session: Session, job: DeliveryJob, report: Report, at: datetime) -> Transition | None:
     """Why a report after the 250 must change nothing (None: apply it)."""
     key = _key(report)
-    near = _downstream_events(session, job, at - HANDOVER_SLACK, at + HANDOVER_SLACK)
+    near = _downstream_events(session, job, at - SAME_REPORT, at + SAME_REPORT)
     if any(e.data.get("key") == key for e in near):
         return Transition(Result.DUPLICATE, job.id)
     if report.reported is Reported.DELIVERED:
