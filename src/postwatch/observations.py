@@ -26,6 +26,7 @@ delivery. The state is the event log itself, so several processes agree on it.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -257,16 +258,37 @@ def _close(
     )
 
 
-def attempt_key(e: Event) -> tuple[Any, ...]:
-    """What makes two failure events one attempt: the job and its attempt number for postwatch's
-    own mail (its reply, the log line and the DSN of one attempt are one), else the MTA's queue
-    id (a log line and a DSN of one hand-over), else the event itself."""
-    d = e.data
-    if d.get("job") is not None and d.get("attempt") is not None:
-        return ("job", d["job"], d["attempt"])
-    if d.get("queue_id"):
-        return ("queue", d["queue_id"])
-    return ("event", e.id)
+def evidence_key(source: str, evidence: str) -> str:
+    """The key of one piece of evidence (a log line from a source): the watch's event for a
+    watched mailbox and the outbox's event for the same line carry the same key."""
+    return hashlib.sha256(f"{source}\n{evidence}".encode()).hexdigest()[:24]
+
+
+def count_attempts(events: Iterable[Event]) -> int:
+    """How many delivery attempts ``events`` (``delivery_failed`` / ``delivery_attempt``) are
+    about, each attempt once: the worker's reply, the log line and the DSN of one attempt are
+    one. Events are one attempt when they share the job and attempt number, or the evidence
+    ``key`` (the watch's ``delivery_failed`` and the outbox's event of the same line or DSN)."""
+    parent: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+
+    def find(x: tuple[Any, ...]) -> tuple[Any, ...]:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for e in events:
+        d = e.data
+        names: list[tuple[Any, ...]] = [("event", e.id)]
+        if d.get("job") is not None and d.get("attempt") is not None:
+            names.append(("job", d["job"], d["attempt"]))
+        if d.get("key"):
+            names.append(("key", d["key"]))
+        first = find(names[0])
+        for other in names[1:]:
+            parent[find(other)] = first
+    return len({find(x) for x in parent if x[0] == "event"})
 
 
 def failed_attempts(session: Session, opened: Event) -> int:
@@ -282,7 +304,7 @@ def failed_attempts(session: Session, opened: Event) -> int:
             Event.id >= opened.id,
         )
     )
-    return len({attempt_key(e) for e in rows if e.data.get("result") != "delivered"})
+    return count_attempts(e for e in rows if e.data.get("result") != "delivered")
 
 
 # --------------------------------------------------------------------------- in memory

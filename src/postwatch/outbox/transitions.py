@@ -30,7 +30,6 @@ otherwise the attempt is kept in the audit trail (``late``) and the job is left 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -253,8 +252,7 @@ def _aware(t: datetime) -> datetime:
 
 
 def _key(report: Report) -> str:
-    return report.key or hashlib.sha256(
-        f"{report.origin}\n{report.evidence}".encode()).hexdigest()[:24]
+    return report.key or observations.evidence_key(report.origin, report.evidence)
 
 
 def _downstream_events(session: Session, job: DeliveryJob, since: datetime,

@@ -165,6 +165,9 @@ class LineProcessor:
             "sender": item.sender,
             "relay": item.relay,
             "logged_at": item.time.isoformat(),
+            "message_id": item.message_id,
+            # the same key as the outbox's event for this line: one attempt, counted once
+            "key": observations.evidence_key(self.source, item.evidence),
         }
         if item.outcome == "delivered":
             return Observation(
