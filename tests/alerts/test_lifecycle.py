@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from postwatch.alerts.clock import ManualClock
 from postwatch.alerts.engine import Engine, acknowledge
-from postwatch.episodes import delivery_succeeded, mailbox_full_seen
+from postwatch.observations import delivery_succeeded, mailbox_full_seen
 from postwatch.store import Database
 from postwatch.store.events import fetch_events, record_event
 from postwatch.store.models_alerts import Alert, AlertNotification

@@ -9,7 +9,7 @@ from postwatch.capacity import conditions
 from postwatch.capacity.conditions import State, evaluate
 from postwatch.capacity.core import mailbox_full_signal
 from postwatch.capacity.forecast import Forecast
-from postwatch.episodes import mailbox_full_seen
+from postwatch.observations import mailbox_full_seen
 from postwatch.store import Database
 from postwatch.store.events import fetch_events
 from tests.capacity.helpers import capacity_config

@@ -8,7 +8,7 @@ import pytest
 from postwatch.capacity.checks import check
 from postwatch.capacity.service import CapacityService, build_services
 from postwatch.config import ConfigError
-from postwatch.episodes import mailbox_full_seen
+from postwatch.observations import mailbox_full_seen
 from postwatch.store import Database
 from postwatch.store.events import fetch_events, record_event
 from postwatch.store.models_capacity import CapacityReading

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from postwatch.episodes import delivery_succeeded, mailbox_full_seen, open_episode
+from postwatch.observations import delivery_succeeded, mailbox_full_seen, open_episode
 from postwatch.store import Database
 from postwatch.store.events import fetch_events
 

@@ -1,4 +1,4 @@
-"""``downstream_outcome``: what the MTA did after its 250, on SQLite and PostgreSQL.
+"""``apply_downstream``: what the MTA did after its 250, on SQLite and PostgreSQL.
 
 The job is first really sent (the worker, a real aiosmtpd server answering 250 like a relay
 that queues); then the MTA's outcome is applied as the watch or the bounce reader would.
@@ -12,8 +12,15 @@ from typing import Any
 import pytest
 
 from postwatch.config import Config
-from postwatch.delivery.outbox import downstream_outcome, own_domain, own_submission
 from postwatch.delivery.worker import DeliveryWorker
+from postwatch.outbox import (
+    Report,
+    Reported,
+    Source,
+    apply_downstream,
+    own_domain,
+    own_submission,
+)
 from postwatch.reasons import Reason, Verdict
 from postwatch.store import Database
 from postwatch.store.events import fetch_events
@@ -52,11 +59,11 @@ def handed_over(db: Database, cfg: Config) -> tuple[str, str]:
 
 def apply(db: Database, cfg: Config, mid: str, outcome: str, verdict: Verdict | None,
           evidence: str, **kw: Any) -> str:
+    via = Source.DSN if str(kw.get("key") or "").startswith("dsn:") else Source.LOG
+    report = Report(via, Reported(outcome), verdict, evidence, "file:/var/log/mail.log",
+                    recipient=INFO, **kw)
     with db.session() as s:
-        return downstream_outcome(
-            s, cfg, message_id=mid, recipient=INFO, outcome=outcome, verdict=verdict,
-            evidence=evidence, source="file:/var/log/mail.log", **kw,
-        ).result
+        return apply_downstream(s, cfg, report, mid).result
 
 
 def kinds(db: Database) -> list[str]:
@@ -211,7 +218,7 @@ def test_outcome_of_an_older_hand_over_or_unknown_id_changes_nothing(
 def test_relay_250_does_not_close_an_episode_but_a_final_server_does(
     tmp_path: Path, db: Database, smtp_sink: SmtpSink
 ) -> None:
-    from postwatch.episodes import mailbox_full_seen
+    from postwatch.observations import mailbox_full_seen
 
     for final, expected in ((False, 0), (True, 1)):
         cfg = delivery_config(tmp_path, smtp_sink, db)
@@ -229,8 +236,8 @@ def test_bounce_seen_while_the_worker_still_holds_the_job(
     the new hand-over wins, the worker's late 250 is only an audit event."""
     from datetime import timedelta
 
-    from postwatch.delivery.outbox import claim, record
     from postwatch.delivery.send import Reply
+    from postwatch.outbox import claim, record
 
     cfg = relay_config
     sid = submit(db, cfg)

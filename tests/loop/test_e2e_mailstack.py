@@ -30,9 +30,9 @@ from postwatch.bounces.imap import BounceMailboxService, store_bounce
 from postwatch.bounces.parse import parse_bytes
 from postwatch.config import BounceMailboxConfig, Config
 from postwatch.delivery import wake
-from postwatch.delivery.outbox import retry_now
 from postwatch.delivery.worker import DeliveryWorker
 from postwatch.intake.submissions import NewSubmission, store_submission
+from postwatch.outbox import retry_now
 from postwatch.store import Database
 from postwatch.store.events import fetch_events
 from postwatch.store.models import DeliveryJob

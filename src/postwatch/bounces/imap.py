@@ -36,19 +36,15 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from postwatch import observations
 from postwatch.bounces.parse import BounceReport, MessageKind, analyse, parse_bytes
 from postwatch.config import BounceMailboxConfig, Config
-from postwatch.delivery.outbox import (
-    Downstream,
-    downstream_outcome,
-    own_domain,
-    own_submission,
-)
+from postwatch.observations import Observation, ObservationKind, watched_mailboxes
+from postwatch.outbox import Result, Transition, apply_observation, own_domain, own_submission
 from postwatch.reasons import Reason, Verdict
 from postwatch.services import Backoff
 from postwatch.store import Database
 from postwatch.store.events import record_event
-from postwatch.watch.detect import Observation, store_observations, watched_mailboxes
 
 log = logging.getLogger("postwatch.bounces.imap")
 
@@ -62,8 +58,10 @@ def report_observations(
     source: str,
     at: datetime,
     evidence: str,
+    key: str | None = None,
 ) -> tuple[list[Observation], list[dict[str, Any]]]:
-    """(observations for watched mailboxes, other failures) of one analysed message."""
+    """(observations for watched mailboxes, other failures) of one analysed message. ``key``
+    (the bounce's own Message-ID) makes the same bounce read twice one observation."""
     watched_obs: list[Observation] = []
     others: list[dict[str, Any]] = []
     if report.kind not in (MessageKind.BOUNCE, MessageKind.DELAY):
@@ -80,9 +78,11 @@ def report_observations(
             "source": source,
             "original_message_id": report.original_message_id,
         }
+        if key:
+            data["key"] = f"dsn:{key}:{(f.recipient or '').lower()}"
         rcpt = (f.recipient or "").lower()
         if rcpt in watched:
-            watched_obs.append(Observation("failed", rcpt, watched[rcpt], at, data))
+            watched_obs.append(Observation(ObservationKind.FAILED, rcpt, watched[rcpt], at, data))
         else:
             others.append(data)
     return watched_obs, others
@@ -97,11 +97,12 @@ def store_bounce(
     source: str,
     evidence: str,
     watched: dict[str, str | None] | None = None,
-) -> tuple[BounceReport, list[Downstream]]:
+) -> tuple[BounceReport, list[Transition]]:
     """Everything one message of a bounce mailbox says, in the caller's transaction: events for
     watched mailboxes, ``bounce_received`` for others, and for a bounce of a mail postwatch sent
-    (its original Message-ID is one of postwatch's) the delivery room's downstream rule
-    (:func:`postwatch.delivery.outbox.downstream_outcome`: hold / fail + fallback)."""
+    (its original Message-ID is one of postwatch's) the outbox kernel's transition
+    (:func:`postwatch.outbox.apply_observation`: hold / fail + fallback; a DSN of an older
+    hand-over, or one applied before, changes nothing)."""
     report = analyse(msg)
     subject = report.subject or ""
     at = _message_time(msg)
@@ -109,8 +110,19 @@ def store_bounce(
         report,
         watched=watched if watched is not None else watched_mailboxes(config),
         source=source, at=at, evidence=evidence,
+        key=str(msg.get("Message-ID") or "").strip() or None,
     )
-    store_observations(session, watched_obs)
+    done = report_downstream(
+        session, config, report, msg, source=source, evidence=evidence, at=at
+    )
+    # a bounce of postwatch's own mail that changed nothing (seen before, or about an older
+    # hand-over) is no new evidence about the mailbox either: no event, no episode
+    stale = {
+        (f.recipient or "").lower()
+        for f, t in zip(report.failures, done, strict=False)
+        if t.result in (Result.DUPLICATE, Result.IGNORED)
+    }
+    observations.record(session, [o for o in watched_obs if o.mailbox not in stale])
     for data in others:
         record_event(session, "bounce_received", account=account, data=data)
     if report.kind in (MessageKind.AUTO_REPLY, MessageKind.FEEDBACK_REPORT):
@@ -120,9 +132,6 @@ def store_bounce(
             account=account,
             data={"kind": str(report.kind), "subject": subject, "source": source},
         )
-    done = report_downstream(
-        session, config, report, msg, source=source, evidence=evidence, at=at
-    )
     return report, done
 
 
@@ -135,8 +144,8 @@ def report_downstream(
     source: str,
     evidence: str,
     at: datetime,
-) -> list[Downstream]:
-    """Hand each failure of a bounce of postwatch's own mail to the delivery room."""
+) -> list[Transition]:
+    """Hand each failure of a bounce of postwatch's own mail to the outbox kernel."""
     mid = report.original_message_id
     if report.kind not in (MessageKind.BOUNCE, MessageKind.DELAY) or not mid:
         return []
@@ -157,13 +166,13 @@ def report_downstream(
             reason = Reason.OTHER
         verdict = Verdict(reason, f.permanent or outcome != "deferred", f.status, None)
         text = f"{evidence}: {f.diagnostic or f.status or ''}"[:1000]
-        results.append(
-            downstream_outcome(
-                session, config, message_id=mid, recipient=f.recipient, outcome=outcome,
-                verdict=verdict, evidence=text, source=source, at=at,
-                key=f"dsn:{own_id}:{(f.recipient or '').lower()}",
-            )
+        obs = Observation(
+            ObservationKind.DOWNSTREAM, (f.recipient or "").lower(), None, at,
+            {"message_id": mid, "outcome": outcome, "evidence": text, "source": source,
+             "via": "dsn", "key": f"dsn:{own_id}:{(f.recipient or '').lower()}"},
+            verdict,
         )
+        results.append(apply_observation(session, config, obs))
     return results
 
 

@@ -22,7 +22,7 @@ from postwatch.capacity.forecast import NO_FORECAST, Forecast, forecast
 from postwatch.capacity.sources import QuotaReading, QuotaTarget, read_quotas, targets_from_config
 from postwatch.capacity.space import SpaceReport, scan
 from postwatch.config import AccountConfig, Config, MailboxConfig, resolve_path
-from postwatch.episodes import EPISODE_KINDS
+from postwatch.observations import open_episodes
 from postwatch.store import Database
 from postwatch.store.models import Event, utcnow
 from postwatch.store.models_capacity import CapacityReading
@@ -111,19 +111,9 @@ WRITE_BATCH = 200
 
 
 def open_full_episodes(session: Session, mailboxes: Sequence[str]) -> set[str]:
-    """The mailboxes among ``mailboxes`` with an open ``mailbox_full`` episode (one query per
-    500 mailboxes; the rule is the one of ``postwatch.episodes``)."""
-    last: dict[str, str] = {}
-    names = sorted({m.lower() for m in mailboxes})
-    for i in range(0, len(names), 500):
-        rows = session.execute(
-            select(Event.mailbox, Event.kind)
-            .where(Event.mailbox.in_(names[i : i + 500]), Event.kind.in_(EPISODE_KINDS))
-            .order_by(Event.id)
-        ).all()
-        for mailbox, kind in rows:
-            last[str(mailbox)] = kind
-    return {m for m, k in last.items() if k == "mailbox_full"}
+    """The mailboxes among ``mailboxes`` with an open ``mailbox_full`` episode (the rule of
+    :mod:`postwatch.observations`)."""
+    return open_episodes(session, mailboxes)
 
 
 @dataclass

@@ -26,7 +26,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Jobs waiting to be delivered (pending, sending, held), the next due first."""
         from postwatch.cli_kit import fail, open_config, open_store
-        from postwatch.delivery.outbox import queue
+        from postwatch.outbox import queue
         from postwatch.store import StoreUnavailable
 
         cfg = open_config(config)
@@ -67,7 +67,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Retry waiting jobs now (e.g. after a full mailbox was emptied)."""
         from postwatch.cli_kit import fail, find_form, open_config, open_store
-        from postwatch.delivery.outbox import retry_now
+        from postwatch.outbox import retry_now
         from postwatch.store import StoreUnavailable
 
         cfg = open_config(config)

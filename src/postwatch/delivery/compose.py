@@ -19,8 +19,6 @@ import json
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from datetime import datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
@@ -29,6 +27,7 @@ from typing import Any
 
 from postwatch import __version__
 from postwatch.config import AccountConfig, Config, FormConfig
+from postwatch.outbox import MailInput
 
 #: Field names shown first (in this order) when present; the rest follow sorted, ``message``
 #: and similar long texts last. The order does not depend on the database (PostgreSQL's JSONB
@@ -43,31 +42,6 @@ _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _PLAIN_ADDRESS = re.compile(rf"^{_ATOM}(?:\.{_ATOM})*@{_LABEL}(?:\.{_LABEL})+$")
 _MIME_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}$")
-
-
-@dataclass(frozen=True)
-class AttachmentData:
-    field: str
-    filename: str
-    content_type: str
-    data: bytes
-
-
-@dataclass(frozen=True)
-class MailInput:
-    """What composing needs, copied out of the store so no session is held while sending."""
-
-    submission_id: str
-    account: str
-    form: str
-    received_at: datetime
-    fields: Mapping[str, Any]
-    attachments: tuple[AttachmentData, ...]
-    recipient: str
-    role: str  # primary | fallback
-    message_id: str
-    #: for a fallback copy: (recipient that could not take it, why) pairs
-    because: tuple[tuple[str, str], ...] = ()
 
 
 # --------------------------------------------------------------------------- sanitising

@@ -10,28 +10,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
 import time
-import uuid
 
 from postwatch.config import Config
 from postwatch.delivery import _register, _unregister
 from postwatch.delivery.compose import compose
-from postwatch.delivery.outbox import Claimed, Outcome, claim, record, release
 from postwatch.delivery.send import Reply, send
+from postwatch.outbox import (
+    Claimed,
+    Transition,
+    claim,
+    lease_owner,
+    record,
+    recover_claims,
+    release,
+)
 from postwatch.reasons import Reason, Verdict
 from postwatch.services import Backoff, run_periodic
 from postwatch.store import Database, StoreUnavailable
 
 log = logging.getLogger("postwatch.delivery")
 
-_PROCESS_TAG = uuid.uuid4().hex[:8]
-
 
 def worker_id(n: int) -> str:
-    """``host:pid:random:n`` - unique across processes and machines sharing one database."""
-    return f"{socket.gethostname()[:64]}:{os.getpid()}:{_PROCESS_TAG}:{n}"
+    """The lease owner of worker ``n`` (:func:`postwatch.outbox.lease_owner`)."""
+    return lease_owner(n)
 
 
 class DeliveryWorker:
@@ -49,6 +52,10 @@ class DeliveryWorker:
         loop = asyncio.get_running_loop()
         woken = asyncio.Event()
         _register(loop, woken)
+        with contextlib.suppress(StoreUnavailable):  # a dead predecessor's claims, at once
+            n = await asyncio.to_thread(recover_claims, self.db)
+            if n:
+                log.info("%s: took back %d job(s) claimed by a dead process", self.name, n)
         try:
             await run_periodic(
                 self.name, self.step, stop, wake=woken, logger=log,
@@ -66,7 +73,7 @@ class DeliveryWorker:
             self.handle(job)
         return bool(jobs)
 
-    def handle(self, job: Claimed) -> Outcome:
+    def handle(self, job: Claimed) -> Transition:
         try:
             msg = compose(self.config, job.mail)
         except Exception as exc:  # a job that cannot be composed must not stop the worker
@@ -87,7 +94,7 @@ class DeliveryWorker:
         return outcome
 
 
-    def _record(self, job: Claimed, reply: Reply) -> Outcome:
+    def _record(self, job: Claimed, reply: Reply) -> Transition:
         """Record the result; if the store is briefly down, keep trying for half the lease so a
         mail that went out is not sent again (after the lease, another worker would resend it
         with the same Message-ID)."""

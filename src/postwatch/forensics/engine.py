@@ -54,6 +54,7 @@ from postwatch.maillogs import (
 from postwatch.maillogs.access import BUILTIN_FORMATS
 from postwatch.maillogs.clock import MONTHS, parse_iso
 from postwatch.maillogs.tracker import RecipientState
+from postwatch.observations import EpisodeTracker
 from postwatch.reasons import Reason
 
 ProgressFn = Callable[[int], None]
@@ -157,8 +158,7 @@ class _MailboxTimeline:
     def __init__(self, window: _Window, hours: _Hours) -> None:
         self.window = window
         self.hours = hours
-        self.episodes: list[Episode] = []
-        self.current: Episode | None = None
+        self.rule = EpisodeTracker()  # the one episode rule (postwatch.observations)
         self.first_full: datetime | None = None
         self.last_full: datetime | None = None
         self.failures_in_window = 0
@@ -166,10 +166,7 @@ class _MailboxTimeline:
         self.before_full_other = 0
 
     def success(self, t: datetime, *, is_form: bool) -> None:
-        if self.current is not None and t >= self.current.end:
-            self.current.recovered = t
-            self.episodes.append(self.current)
-            self.current = None
+        self.rule.success(t)
         if t in self.window and self.first_full is None:
             if is_form:
                 self.before_full_form += 1
@@ -177,12 +174,7 @@ class _MailboxTimeline:
                 self.before_full_other += 1
 
     def full(self, t: datetime, evidence: str) -> None:
-        ep = self.current
-        if ep is None:
-            self.current = Episode(start=t, end=t, failures=1, first_evidence=evidence)
-        else:
-            ep.end = max(ep.end, t)
-            ep.failures += 1
+        self.rule.full(t, evidence)
         if t in self.window:
             self.failures_in_window += 1
             self.hours.add(t, 2)
@@ -192,11 +184,8 @@ class _MailboxTimeline:
                 self.last_full = t
 
     def close(self) -> list[Episode]:
-        if self.current is not None:
-            self.episodes.append(self.current)
-            self.current = None
-        self.episodes.sort(key=lambda e: e.start)
-        return self.episodes
+        return [Episode(e.start, e.end, e.failures, e.recovered, e.first_evidence)
+                for e in self.rule.close()]
 
 
 def _edge_lines(path: str) -> tuple[str | None, str | None]:

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from postwatch.config import AccountConfig, Config, FormConfig
+from postwatch.outbox import JOB_COLUMNS, enqueue, job_rows
 from postwatch.store.events import record_event
 from postwatch.store.models import Attachment, DeliveryJob, Event, Submission, utcnow
 
@@ -30,13 +30,6 @@ def new_ids(n: int) -> list[str]:
     clock = f"{int(time.time() * 1000):012x}"
     rnd = os.urandom(10 * n).hex()
     return [clock + rnd[20 * i : 20 * i + 20] for i in range(n)]
-
-
-def message_id(submission_id: str, recipient: str, sender: str) -> str:
-    """A stable Message-ID per submission and recipient: a resend is recognisably the same mail."""
-    domain = sender.rpartition("@")[2] or "postwatch.invalid"
-    tag = hashlib.sha256(recipient.lower().encode()).hexdigest()[:12]
-    return f"<{submission_id}.{tag}@{domain}>"
 
 
 @dataclass
@@ -119,20 +112,8 @@ def add_submission(session: Session, config: Config, new: NewSubmission) -> Stor
             )
         )
     if not new.spam:
-        for rcpt in new.form.recipients:
-            sub.jobs.append(
-                DeliveryJob(
-                    account=new.account.id,
-                    form=new.form.id,
-                    recipient=rcpt,
-                    role="primary",
-                    state="pending",
-                    next_attempt_at=now,
-                    message_id=message_id(sid, rcpt, config.smtp.sender),
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
+        enqueue(session, job_rows(sid, new.account.id, new.form.id, new.form.recipients,
+                                  sender=config.smtp.sender, now=now))
     record_event(
         session,
         "spam_blocked" if new.spam else "submission_stored",
@@ -221,8 +202,7 @@ class Prepared:
 _SUB_COLS = ("id", "account", "form", "received_at", "fields", "email", "remote_addr",
              "user_agent", "idempotency_key", "status")
 _FILE_COLS = ("submission_id", "field", "filename", "content_type", "size", "data")
-_JOB_COLS = ("submission_id", "account", "form", "recipient", "role", "state", "attempts",
-             "next_attempt_at", "message_id", "created_at", "updated_at")
+_JOB_COLS = JOB_COLUMNS
 _EVENT_COLS = ("at", "kind", "account", "form", "mailbox", "data")
 
 
@@ -243,11 +223,10 @@ def prepare(new: NewSubmission, config: Config, dialect: Any, sid: str | None = 
     jobs = []
     if not new.spam:
         jobs = [
-            _bind(DeliveryJob.__table__, dialect, _JOB_COLS, (  # type: ignore[arg-type]
-                sid, new.account.id, new.form.id, rcpt, "primary", "pending", 0, now,
-                message_id(sid, rcpt, config.smtp.sender), now, now,
-            ))
-            for rcpt in new.form.recipients
+            _bind(DeliveryJob.__table__, dialect, _JOB_COLS,  # type: ignore[arg-type]
+                  tuple(row[c] for c in _JOB_COLS))
+            for row in job_rows(sid, new.account.id, new.form.id, new.form.recipients,
+                                sender=config.smtp.sender, now=now)
         ]
     event = _bind(Event.__table__, dialect, _EVENT_COLS, (  # type: ignore[arg-type]
         now, "spam_blocked" if new.spam else "submission_stored", new.account.id, new.form.id,

@@ -7,24 +7,24 @@ A thin layer on the shared parsers (:mod:`postwatch.maillogs`) and their per-mes
 - ``delivery_failed`` for each deferred, bounced, expired or refused delivery to a watched
   mailbox (data: mailbox, reason, permanent, status, evidence = the raw line, source, ...);
 - ``mailbox_full`` once at the start of an episode, ``mailbox_recovered`` at the next successful
-  delivery (the shared rule in :mod:`postwatch.episodes`);
+  delivery (the shared rule in :mod:`postwatch.observations`);
 - for an outcome of a mail postwatch itself sent (its Message-ID has postwatch's shape and
   domain, checked without the store), a ``downstream`` observation that
-  :func:`store_observations` hands to the delivery room
-  (:func:`postwatch.delivery.outbox.downstream_outcome`): a bounce after the relay's 250 holds
-  or fails the job and sends the lead to the fallback.
+  :func:`store_observations` hands to the outbox kernel
+  (:func:`postwatch.outbox.apply_observation`): a bounce after the relay's 250 holds or fails
+  the job and sends the lead to the fallback.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import timedelta, tzinfo
 from typing import Any
 
 from sqlalchemy.orm import Session
 
-from postwatch import episodes
+from postwatch import observations
+from postwatch.config import Config
 from postwatch.maillogs import (
     LineParser,
     MailLogRecord,
@@ -34,29 +34,11 @@ from postwatch.maillogs import (
     detect_format,
     make_mail_parser,
 )
-from postwatch.reasons import Reason, Verdict
-from postwatch.store.events import record_event
+from postwatch.observations import Observation, ObservationKind, watched_mailboxes
+from postwatch.outbox import Result, apply_observation, own_submission
+from postwatch.reasons import Reason
 
 FAILED_OUTCOMES = ("deferred", "bounced", "expired", "rejected")
-
-
-@dataclass(slots=True)
-class Observation:
-    """Something the watch saw about one watched mailbox."""
-
-    kind: str  # "failed" | "delivered" | "full" (a mailbox-full line without a delivery)
-    #           | "downstream" (an outcome of a mail postwatch sent; mailbox = its recipient)
-    mailbox: str
-    account: str | None
-    at: datetime
-    data: dict[str, Any] = field(default_factory=dict)
-    verdict: Verdict | None = None
-
-    @property
-    def mailbox_full(self) -> bool:
-        return self.kind == "full" or (
-            self.kind == "failed" and self.data.get("reason") == Reason.MAILBOX_FULL.value
-        )
 
 
 class AutoParser:
@@ -148,7 +130,7 @@ class LineProcessor:
                         own is not None
                         and item.message_id is not None
                         and item.outcome != "rejected"
-                        and _own_submission(item.message_id, own) is not None
+                        and own_submission(item.message_id, own) is not None
                     ):
                         out.append(self._downstream(item))
         return out
@@ -159,7 +141,7 @@ class LineProcessor:
             return None
         verdict = rec.verdict
         return Observation(
-            "full",
+            ObservationKind.FULL,
             user,
             self.watched[user],
             rec.time,
@@ -183,9 +165,14 @@ class LineProcessor:
             "sender": item.sender,
             "relay": item.relay,
             "logged_at": item.time.isoformat(),
+            "message_id": item.message_id,
+            # the same key as the outbox's event for this line: one attempt, counted once
+            "key": observations.evidence_key(self.source, item.evidence),
         }
         if item.outcome == "delivered":
-            return Observation("delivered", mailbox, self.watched[mailbox], item.time, data)
+            return Observation(
+                ObservationKind.DELIVERED, mailbox, self.watched[mailbox], item.time, data
+            )
         verdict = item.verdict
         data.update(
             reason=(verdict.reason.value if verdict else Reason.OTHER.value),
@@ -195,13 +182,15 @@ class LineProcessor:
             status=item.dsn or (verdict.status if verdict else None),
             reply=item.reply,
         )
-        return Observation("failed", mailbox, self.watched[mailbox], item.time, data)
+        return Observation(
+            ObservationKind.FAILED, mailbox, self.watched[mailbox], item.time, data
+        )
 
 
     def _downstream(self, item: RecipientOutcome) -> Observation:
         assert item.message_id is not None
         return Observation(
-            "downstream",
+            ObservationKind.DOWNSTREAM,
             (item.recipient or item.delivered_to or "").lower(),
             None,
             item.time,
@@ -211,15 +200,10 @@ class LineProcessor:
                 "evidence": item.evidence,
                 "source": self.source,
                 "queue_id": item.queue_id,
+                "via": "log",
             },
             item.verdict,
         )
-
-
-def _own_submission(message_id: str, domain: str) -> str | None:
-    from postwatch.delivery.outbox import own_submission
-
-    return own_submission(message_id, domain)
 
 
 def _watched_address(item: RecipientOutcome, watched: Mapping[str, str | None]) -> str | None:
@@ -232,55 +216,29 @@ def _watched_address(item: RecipientOutcome, watched: Mapping[str, str | None]) 
 
 
 def store_observations(
-    session: Session, observations: Iterable[Observation], config: Any = None
+    session: Session, batch: Iterable[Observation], config: Config | None = None
 ) -> list[str]:
-    """Record events for the observations in the caller's transaction; returns event kinds.
-
-    ``downstream`` observations go to the delivery room when ``config`` is given."""
+    """Record ``batch`` in the caller's transaction: events and episodes by the shared rule
+    (:func:`postwatch.observations.record`), and, when ``config`` is given, the ``downstream``
+    ones applied to their jobs by the outbox kernel. Returns the kinds of the events recorded."""
     kinds: list[str] = []
-    for obs in observations:
-        at = obs.at if obs.at.tzinfo else obs.at.replace(tzinfo=UTC)
-        if obs.kind == "downstream":
-            if config is not None:
-                from postwatch.delivery.outbox import downstream_outcome
-
-                res = downstream_outcome(
-                    session, config, message_id=obs.data["message_id"], recipient=obs.mailbox,
-                    outcome=obs.data["outcome"], verdict=obs.verdict,
-                    evidence=obs.data["evidence"], source=obs.data["source"], at=at,
-                    queue_id=obs.data.get("queue_id"),
-                )
-                if res.result in ("held", "failed", "deferred"):
-                    kinds.append("delivery_attempt")
-                elif res.result == "confirmed":
-                    kinds.append("delivery_confirmed")
-            continue
-        if obs.kind == "delivered":
-            ev = episodes.delivery_succeeded(
-                session, account=obs.account, mailbox=obs.mailbox, data=obs.data, at=at
-            )
-            if ev is not None:
-                kinds.append(ev.kind)
-            continue
-        if obs.mailbox_full:
-            ev = episodes.mailbox_full_seen(
-                session, account=obs.account, mailbox=obs.mailbox, data=obs.data, at=at
-            )
-            if ev is not None:
-                kinds.append(ev.kind)
-        if obs.kind == "failed":
-            record_event(
-                session,
-                "delivery_failed",
-                account=obs.account,
-                mailbox=obs.mailbox,
-                data=obs.data,
-                at=at,
-            )
-            kinds.append("delivery_failed")
+    for obs in batch:
+        if obs.kind is not ObservationKind.DOWNSTREAM:
+            kinds.extend(observations.record(session, [obs]))
+        elif config is not None:
+            res = apply_observation(session, config, obs)
+            if res.result in (Result.HELD, Result.FAILED, Result.DEFERRED):
+                kinds.append("delivery_attempt")
+            elif res.result is Result.CONFIRMED:
+                kinds.append("delivery_confirmed")
     return kinds
 
 
-def watched_mailboxes(config: Any) -> dict[str, str | None]:
-    """address -> account id for every ``[[accounts.mailboxes]]`` of the config."""
-    return dict(config.watched_mailboxes())
+__all__ = [
+    "AutoParser",
+    "LineProcessor",
+    "Observation",
+    "ObservationKind",
+    "store_observations",
+    "watched_mailboxes",
+]

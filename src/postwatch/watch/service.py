@@ -17,7 +17,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from postwatch.config import Config, MaillogConfig, resolve_path
-from postwatch.delivery.outbox import own_domain
+from postwatch.outbox import own_domain
 from postwatch.rooms import ListenError, Service
 from postwatch.services import Backoff
 from postwatch.store import Database, StoreUnavailable
