@@ -86,7 +86,7 @@ url = "{db_url}"
 host = "127.0.0.1"
 port = {smtp_port}
 sender = "postwatch@hoster.example"
-timeout = "120s"
+timeout = "60s"                 # delivery.lease (5m) >= 4 x timeout: check-config
 [intake]
 rate_limit = 0
 [[accounts]]

@@ -23,7 +23,7 @@ from postwatch.cli_kit import (
     open_store,
     parse_since,
 )
-from postwatch.rooms import rooms
+from postwatch.rooms import config_problems, rooms
 
 # Start-up stays cheap: pydantic (postwatch.config), SQLAlchemy (postwatch.store), asyncio and
 # logging are imported inside the commands that use them, so ``postwatch --help`` and
@@ -108,9 +108,7 @@ def check_config(config: ConfigOption = DEFAULT_CONFIG_PATH) -> None:
         for loc, msg in exc.problems:
             typer.echo(f"{exc.path}: {loc + ': ' if loc else ''}{msg}", err=True)
         raise typer.Exit(ExitCode.BAD_INPUT) from None
-    problems: list[str] = []
-    for room in rooms():
-        problems.extend(room.check(cfg))
+    problems = config_problems(cfg)
     for p in problems:
         typer.echo(f"{config}: {p}", err=True)
     if problems:
@@ -135,14 +133,18 @@ def serve(
     ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log debug detail")] = False,
 ) -> None:
-    """Run HTTP intake, delivery workers, watches and the scheduler in one process."""
+    """Run HTTP intake, delivery workers, watches and the scheduler in one process.
+
+    Refuses to start (exit 2) with a config that check-config rejects, and (exit 5) when a
+    listen address is in use.
+    """
     from postwatch.config import SAMPLE_CONFIG
 
     if init_config and not config.exists():
         config.write_text(SAMPLE_CONFIG, encoding="utf-8")
         typer.echo(f"wrote sample config {config}", err=True)
     _setup_logging(verbose)
-    cfg = open_config(config)
+    cfg = open_config(config, check=True)
     db = open_store(cfg)
     from postwatch.app import run
 
@@ -154,9 +156,13 @@ def worker(
     config: ConfigOption = DEFAULT_CONFIG_PATH,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log debug detail")] = False,
 ) -> None:
-    """Run the background services only (delivery, watches), for scale-out."""
+    """Run the background services only (delivery, watches), for scale-out.
+
+    Refuses to start like serve: a config check-config rejects (exit 2), a syslog listen
+    address in use (exit 5).
+    """
     _setup_logging(verbose)
-    cfg = open_config(config)
+    cfg = open_config(config, check=True)
     db = open_store(cfg)
     from postwatch.app import run
 

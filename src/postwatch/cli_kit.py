@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 from typer.core import TyperGroup
 
-from postwatch.rooms import DEFAULT_CONFIG_PATH, ListenError
+from postwatch.rooms import DEFAULT_CONFIG_PATH, ListenError, config_problems
 
 if TYPE_CHECKING:
     from postwatch.config import Config
@@ -90,14 +90,25 @@ def fail(message: str, code: int = ExitCode.FAILED) -> NoReturn:
     raise typer.Exit(int(code))
 
 
-def open_config(path: Path) -> Config:
-    """Load and validate the config; a config that cannot be used exits 2 naming each problem."""
+def open_config(path: Path, *, check: bool = False) -> Config:
+    """Load and validate the config; a config that cannot be used exits 2 naming each problem.
+
+    ``check=True`` (``serve``, ``worker``): also the rooms' checks, the same validation as
+    ``check-config`` (:func:`postwatch.rooms.config_problems`); any problem exits 2."""
     from postwatch.config import ConfigError, load_config
 
     try:
-        return load_config(path)
+        cfg = load_config(path)
     except ConfigError as exc:
         fail(str(exc), ExitCode.BAD_INPUT)
+    if check:
+        problems = config_problems(cfg)
+        for p in problems:
+            typer.secho(f"{path}: {p}", fg=typer.colors.RED, err=True)
+        if problems:
+            fail(f"{path}: {len(problems)} problem(s); not starting (see postwatch check-config)",
+                 ExitCode.BAD_INPUT)
+    return cfg
 
 
 def store_label(cfg: Config) -> str:

@@ -101,10 +101,7 @@ class ServerConfig(Model):
     @field_validator("listen")
     @classmethod
     def _listen(cls, v: str) -> str:
-        host, sep, port = v.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"listen must be HOST:PORT, got {v!r}")
-        return v
+        return _check_listen(v)
 
     @property
     def host(self) -> str:
@@ -113,6 +110,14 @@ class ServerConfig(Model):
     @property
     def port(self) -> int:
         return int(self.listen.rpartition(":")[2])
+
+
+def _check_listen(v: str) -> str:
+    """``HOST:PORT`` with a port 1-65535 (``[::1]:PORT`` for IPv6)."""
+    host, sep, port = v.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"listen must be HOST:PORT with a port from 1 to 65535, got {v!r}")
+    return v
 
 
 class DatabaseConfig(Model):
@@ -319,12 +324,22 @@ class MaillogConfig(Model):
     #: where to start in a file that exists the very first time it is followed
     start: Literal["end", "beginning"] = "end"
 
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str | None) -> str | None:
+        return _check_timezone(v)
+
 
 class SyslogConfig(Model):
     listen: str = "127.0.0.1:5514"
     protocols: list[Literal["udp", "tcp"]] = Field(
         default_factory=lambda: ["udp", "tcp"]  # type: ignore[arg-type]
     )
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        return _check_listen(v)
 
 
 class BounceMailboxConfig(SecretSource):
@@ -515,6 +530,13 @@ class Config(Model):
                         f"{a.id!r}; a watched mailbox belongs to one account"
                     )
                 owners[m.address] = a.id
+        known = {a.id for a in self.accounts}
+        for i, b in enumerate(self.bounce_mailboxes):
+            if b.account is not None and b.account not in known:
+                raise ValueError(
+                    f"bounce_mailboxes[{i}].account: no account {b.account!r} "
+                    f"(accounts: {', '.join(sorted(known)) or 'none'})"
+                )
         return self
 
     # lookups used across rooms -----------------------------------------------------------

@@ -175,3 +175,9 @@ class PackageRoom:
 def rooms() -> list[Room]:
     """Every feature room, in :data:`ROOMS` order."""
     return [PackageRoom(name) for name in ROOMS]
+
+
+def config_problems(config: Config) -> list[str]:
+    """The one validation of a loaded config beyond its schema: every room's checks.
+    ``check-config`` prints them; ``serve`` and ``worker`` refuse to start with any."""
+    return [p for room in rooms() for p in room.check(config)]

@@ -55,7 +55,7 @@ timeout = "2s"
 [delivery]
 workers = 6
 poll_interval = "0.1s"
-lease = "3s"
+lease = "8s"                   # at least 4 x smtp.timeout (check-config)
 retry_base = "0.5s"
 retry_max = "1s"
 [intake]

@@ -1,8 +1,9 @@
 """The event log: record and read typed, timestamped observations.
 
 Event kinds are the closed vocabulary :class:`EventKind` (``submission_stored``,
-``delivery_attempt``, ``mailbox_full``, ``quota_warning``, ``notification_sent``...). ``data`` is a JSON object; it must
-never hold secrets. Readers that follow the log (detectors, alerts) page by ``id``.
+``delivery_attempt``, ``mailbox_full``, ``quota_warning``, ``notification_sent``...). ``data`` is
+a JSON object; it must never hold secrets. Readers that follow the log (detectors, alerts)
+page by ``id``.
 """
 
 from __future__ import annotations
