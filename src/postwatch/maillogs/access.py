@@ -187,7 +187,7 @@ class AccessLogParser(LineParser[AccessRecord]):
             for line in lines:
                 n += 1
                 if prefilter is not None and prefilter not in line:
-                    if " [" in line and '"' in line:
+                    if " [" in line and '"' in line and not self.too_long(line):
                         self.skipped += 1
                     else:
                         self.unparsed += 1
@@ -203,12 +203,15 @@ class AccessLogParser(LineParser[AccessRecord]):
             self.lines += n
 
     def _skip(self, line: str) -> None:
-        if " [" in line and '"' in line:
+        if " [" in line and '"' in line and not self.too_long(line):
             self.skipped += 1
         else:
             self.unparsed += 1
 
     def _parse(self, line: str) -> AccessRecord | None:
+        if self.too_long(line):
+            self.unparsed += 1
+            return None
         if line.endswith("\n"):
             line = line.rstrip("\r\n")
         if self._custom is not None:
