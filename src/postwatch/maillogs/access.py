@@ -170,7 +170,7 @@ class AccessLogParser(LineParser[AccessRecord]):
         self.lines += 1
         prefilter = self.prefilter
         if prefilter is not None and prefilter not in line:
-            self._skip(line)
+            self.skip(line)
             return None
         try:
             return self._parse(line)
@@ -202,7 +202,12 @@ class AccessLogParser(LineParser[AccessRecord]):
         finally:
             self.lines += n
 
-    def _skip(self, line: str) -> None:
+    def can_matter(self, line: str) -> bool:
+        return self.prefilter is None or self.prefilter in line
+
+    def skip(self, line: str) -> None:
+        """Not parsed because of the prefilter: counted in ``skipped`` (an access-log line by
+        its shape) or ``unparsed``."""
         if " [" in line and '"' in line and not self.too_long(line):
             self.skipped += 1
         else:

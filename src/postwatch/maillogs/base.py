@@ -36,20 +36,61 @@ class LineParser(Generic[T]):
         self.ignored = 0
 
     def parse(self, line: str) -> T | None:
+        """One line of a live source: the prefilter, then the full parse; counted."""
         self.lines += 1
+        if not self.can_matter(line):
+            self.skip(line)
+            return None
+        return self.parse_wanted(line)
+
+    def iter_records(self, lines: Iterable[str]) -> Iterator[T]:
+        """Parse a stream of lines, yielding the records (same counters as ``parse``)."""
+        parse = self.parse_wanted
+        for line in self.relevant(lines):
+            record = parse(line)
+            if record is not None:
+                yield record
+
+    # --- the prefilter (public: the live watch and ``investigate`` build on it) -------------
+    def can_matter(self, line: str) -> bool:
+        """Whether the line can say anything this parser reports: a cheap substring test,
+        no regex.  False means :meth:`skip` it; True means :meth:`parse_wanted` it (which may
+        still find nothing).  Every parser: True unless it knows better."""
+        return True
+
+    def relevant(self, lines: Iterable[str]) -> Iterator[str]:
+        """The lines that can matter; every line is counted in ``lines``, the others are
+        counted by :meth:`skip`.  Parse each one yielded with :meth:`parse_wanted`."""
+        can_matter = self.can_matter
+        skip = self.skip
+        n = 0
+        try:
+            for line in lines:
+                n += 1
+                if can_matter(line):
+                    yield line
+                else:
+                    skip(line)
+        finally:
+            self.lines += n
+
+    def skip(self, line: str) -> None:
+        """Count a line that is not parsed (the prefilter said no): ``unparsed`` when it is
+        over-long or not of this format, else ``ignored``.  Does not count ``lines``."""
+        if self.too_long(line):
+            self.unparsed += 1
+        else:
+            self.ignored += 1
+
+    def parse_wanted(self, line: str) -> T | None:
+        """Fully parse a line the prefilter let through (or that the caller wants parsed):
+        a record, or None counted in ``unparsed``/``ignored``.  Does not count ``lines``;
+        never raises."""
         try:
             return self._parse(line)
         except Exception:  # a parser must never stop on a bad line
             self.unparsed += 1
             return None
-
-    def iter_records(self, lines: Iterable[str]) -> Iterator[T]:
-        """Parse a stream of lines, yielding the records (same counters as ``parse``)."""
-        parse = self.parse
-        for line in lines:
-            record = parse(line)
-            if record is not None:
-                yield record
 
     def too_long(self, line: str) -> bool:
         """Longer than ``max_line`` (a trailing newline not counted): never parsed."""

@@ -37,7 +37,7 @@ def parse_dovecot_body(
         and ("mailbox is full" not in lowered)
     ):
         return None
-    m = _USER_RE.search(body)
+    m = _USER_RE.search(body, 0, 600)  # the service comes first: no need to scan a long line
     service = m.group(1) if m else ""
     user = m.group(2) if m else None
     mid = _MSGID_RE.search(body)

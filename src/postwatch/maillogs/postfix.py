@@ -52,10 +52,29 @@ _REMOVED = RecordKind.REMOVED
 _MESSAGE_ID = RecordKind.MESSAGE_ID
 _SENT = DeliveryStatus.SENT
 _DEFERRED = DeliveryStatus.DEFERRED
-# A line can only be of interest if it contains one of these (cheap test before any parsing).
-RELEVANT = (
-    "to=", "from=", "removed", "reject", "notification", " dovecot", " exim", "message-id="
-)
+
+
+def can_matter(line: str) -> bool:
+    """The prefilter of syslog mail logs: whether a line can say anything about a delivery.
+
+    A cheap substring test before any parsing (most lines of a busy server -- connect,
+    disconnect, TLS, anvil -- say nothing): ``to=``, ``from=``, ``removed``, ``reject``,
+    ``notification``, ``message-id=``, or a Dovecot or Exim program name."""
+    return (
+        "to=" in line
+        or "from=" in line
+        or line.endswith(("removed\n", "removed"))
+        or "reject" in line
+        or "notification" in line
+        or names_dovecot_or_exim(line)
+        or "message-id=" in line
+    )
+
+
+def names_dovecot_or_exim(line: str) -> bool:
+    """The line's program (within its first 130 characters) is Dovecot or Exim: a line that
+    can matter (a quota failure, an Exim delivery) without any Postfix keyword."""
+    return line.find(" dovecot", 15, 130) >= 0 or line.find(" exim", 15, 130) >= 0
 
 _STATUS = {
     "sent": DeliveryStatus.SENT,
@@ -258,44 +277,18 @@ class SyslogMailParser(LineParser[MailLogRecord]):
         self._iso_val: datetime | None = None
         self._exim: object | None = None
 
-    def parse(self, line: str) -> MailLogRecord | None:
-        self.lines += 1
-        if not (
-            "to=" in line
-            or "from=" in line
-            or line.endswith(("removed\n", "removed"))
-            or "reject" in line
-            or "notification" in line
-            or line.find(" dovecot", 15, 130) >= 0
-            or line.find(" exim", 15, 130) >= 0
-            or "message-id=" in line
-        ):
-            self._skip(line)
-            return None
-        try:
-            return self._parse(line)
-        except Exception:  # a parser must never stop on a bad line
-            self.unparsed += 1
-            return None
+    def can_matter(self, line: str) -> bool:
+        return can_matter(line)
 
     def iter_records(self, lines: Iterable[str]) -> Iterator[MailLogRecord]:
         """Parse a stream of lines; the same as ``parse`` per line, with less overhead."""
         parse = self._parse
-        skip = self._skip
+        skip = self.skip
         n = 0
         try:
             for line in lines:
                 n += 1
-                if (
-                    "to=" in line
-                    or "from=" in line
-                    or line.endswith(("removed\n", "removed"))
-                    or "reject" in line
-                    or "notification" in line
-                    or line.find(" dovecot", 15, 130) >= 0
-                    or line.find(" exim", 15, 130) >= 0
-                    or "message-id=" in line
-                ):
+                if can_matter(line):
                     try:
                         record = parse(line)
                     except Exception:
@@ -308,7 +301,7 @@ class SyslogMailParser(LineParser[MailLogRecord]):
         finally:
             self.lines += n
 
-    def _skip(self, line: str) -> None:
+    def skip(self, line: str) -> None:
         """A line without any interesting word: check its shape only, and count it.
 
         Classic timestamps still go through the clock (cached, cheap): it must see every line

@@ -19,8 +19,8 @@ Memory is bounded: only open messages are kept, at most ``max_open`` of them (pa
 message first seen longest ago is closed as ``evicted``, one per new message: O(1) per line),
 and every ``sweep_every`` lines the open ids whose last line is older than ``max_lifetime`` are
 swept (O(open) every ``sweep_every`` lines, so O(1) per line on average).  A flood of unique
-queue ids therefore costs the same per line as ordinary traffic (issue 11).  Queue ids are reused by the MTA over
-time; a message is keyed by its id *and* the time it was first seen.
+queue ids therefore costs the same per line as ordinary traffic (issue 11).  Queue ids are
+reused by the MTA over time; a message is keyed by its id *and* the time it was first seen.
 """
 
 from __future__ import annotations

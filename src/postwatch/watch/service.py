@@ -8,8 +8,9 @@
 No log line is parsed on the event loop (issue 11): the event loop also serves form posts, and
 one hostile line must never delay them.  The file follower reads and parses each chunk in a
 worker thread (one chunk at a time per file: the file is the queue); the syslog listener only
-frames and queues each message on the loop (at most :data:`MAX_PENDING` waiting, more are
-counted in ``dropped`` and logged), and a worker thread parses them in batches.  The parsers
+frames and queues each raw message on the loop (at most :data:`MAX_PENDING` waiting: a TCP
+sender then waits, flow control; a UDP message past that is counted in ``dropped`` and logged),
+and a worker thread parses them (syslog header, then the mail-log line) in batches.  The parsers
 themselves are linear in a line's length and never look into a line longer than
 :data:`postwatch.maillogs.base.MAX_LINE`, so a thread holds the GIL only briefly.
 """
@@ -37,7 +38,7 @@ from postwatch.watch.detect import (
     watched_mailboxes,
 )
 from postwatch.watch.follow import Chunk, Follower, Position
-from postwatch.watch.syslog import SyslogListener, SyslogMessage
+from postwatch.watch.syslog import SyslogListener, parse_syslog
 
 log = logging.getLogger("postwatch.watch")
 
@@ -204,23 +205,29 @@ class SyslogService:
         self.config = config
         self.db = db
         self.watched = watched_mailboxes(config)
+        self.tz = local_tz()
         self.listener = SyslogListener(
             config.syslog.listen,
-            self._on_message,
+            None,
             protocols=list(config.syslog.protocols),
-            tz=local_tz(),
+            tz=self.tz,
+            on_frame=self._on_frame,
+            backlog=self._backlogged,
         )
         self._processors: dict[str, LineProcessor] = {}
         self._queue: asyncio.Queue[list[Observation]] = asyncio.Queue()
-        # (host, line) received on the event loop, parsed by a worker thread
-        self._pending: collections.deque[tuple[str, str]] = collections.deque()
+        # (raw message, peer) received on the event loop, parsed by a worker thread
+        self._pending: collections.deque[tuple[bytes, str]] = collections.deque()
         self._wake = asyncio.Event()
         self.stored_events = 0
         self.dropped = 0  # messages refused because MAX_PENDING were waiting
         self._dropped_logged = 0.0
 
-    def _on_message(self, msg: SyslogMessage, peer: str) -> None:
-        """On the event loop: queue the message for the parser thread (never parse here)."""
+    def _backlogged(self) -> bool:
+        return len(self._pending) >= MAX_PENDING
+
+    def _on_frame(self, data: bytes, peer: str) -> None:
+        """On the event loop: queue the raw message for the parser thread (never parse here)."""
         if len(self._pending) >= MAX_PENDING:
             self.dropped += 1
             now = time.monotonic()
@@ -232,13 +239,27 @@ class SyslogService:
                     self.dropped,
                 )
             return
-        self._pending.append((msg.hostname or peer, msg.to_line()))
+        self._pending.append((data, peer))
         self._wake.set()
 
-    def _feed(self, batch: list[tuple[str, str]]) -> list[Observation]:
-        """In a worker thread: the messages' lines through one parser per sending host."""
+    def _feed(self, batch: list[tuple[bytes, str]]) -> list[Observation]:
+        """In a worker thread: parse the messages, then their lines per sending host."""
+        lines: list[tuple[str, str]] = []
+        tz = self.tz
+        for data, peer in batch:
+            try:
+                msg = parse_syslog(data, tz=tz)
+            except Exception:  # never let one message stop the listener
+                msg = None
+            if msg is None:
+                self.listener.unparsed += 1
+                continue
+            lines.append((msg.hostname or peer, msg.to_line()))
+        return self._feed_lines(lines)
+
+    def _feed_lines(self, lines: list[tuple[str, str]]) -> list[Observation]:
         out: list[Observation] = []
-        for host, line in batch:
+        for host, line in lines:
             proc = self._processors.get(host)
             if proc is None:
                 if len(self._processors) > 10_000:  # bounded: forget the oldest host
