@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -108,3 +109,39 @@ def test_memory_is_bounded() -> None:
     for _ in range(10):
         tracker.feed(rec)
     assert tracker.open_count == 0
+
+
+def _arrival(parser: SyslogMailParser, i: int) -> object:
+    rec = parser.parse(
+        f"Oct 21 09:00:00 mx postfix/qmgr[9]: {i:010X}: from=<a@b.example>, "
+        "size=1, nrcpt=1 (queue active)"
+    )
+    assert rec is not None
+    return rec
+
+
+def test_a_flood_of_unique_queue_ids_costs_the_same_per_line_when_full() -> None:
+    """Issue 11: past ``max_open`` every line swept all open messages (O(open) per line).
+
+    Eviction is O(1), oldest first: filling the tracker and then flooding it with as many
+    more unique ids cost about the same (a generous ratio, not a timing)."""
+    n = 20_000
+    tracker = MessageTracker(max_open=n)
+    parser = SyslogMailParser(year=2026, tz=TZ)
+    fill = [_arrival(parser, i) for i in range(n)]
+    flood = [_arrival(parser, n + i) for i in range(n)]
+    start = time.perf_counter()
+    for rec in fill:
+        tracker.feed(rec)  # type: ignore[arg-type]
+    filling = time.perf_counter() - start
+    evicted: list[str] = []
+    start = time.perf_counter()
+    for rec in flood:
+        for out in tracker.feed(rec):  # type: ignore[arg-type]
+            assert isinstance(out, MessageSummary) and out.closed == "evicted"
+            evicted.append(out.queue_id)
+    flooding = time.perf_counter() - start
+    assert tracker.open_count == n
+    assert evicted == [f"{i:010X}" for i in range(n)]  # oldest first
+    assert tracker.evicted == n
+    assert flooding < 5 * filling + 0.5, (filling, flooding)

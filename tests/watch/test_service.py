@@ -45,6 +45,8 @@ def append(path: Path, lines: list[str]) -> None:
 async def run_service(svc: MaillogService) -> tuple[asyncio.Event, asyncio.Task[None]]:
     stop = asyncio.Event()
     task = asyncio.create_task(svc.run(stop))
+    # started = its position taken (a line appended before that would be history)
+    await wait_for(lambda: svc.processor is not None or task.done(), timeout=30)
     await asyncio.sleep(0.1)
     return stop, task
 

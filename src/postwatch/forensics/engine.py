@@ -39,6 +39,7 @@ from postwatch.forensics.inputs import (
 )
 from postwatch.forensics.model import Episode, FormMessage, HourBucket, Report
 from postwatch.maillogs import (
+    MAX_LINE,
     AccessFormatError,
     AccessLogParser,
     DeliveryStatus,
@@ -50,6 +51,7 @@ from postwatch.maillogs import (
     SyslogMailParser,
     detect_format,
     make_mail_parser,
+    names_dovecot_or_exim,
 )
 from postwatch.maillogs.access import BUILTIN_FORMATS
 from postwatch.maillogs.clock import MONTHS, parse_iso
@@ -422,14 +424,17 @@ class _Investigation:
         fs_len = len(fs_token)
         span = len(mb) + 2  # "<" + address + ">"
         qids = self.postfix_form_qids
-        parse = parser._parse
-        skip = parser._skip
+        parse = parser.parse_wanted
+        skip = parser.skip
         clock_parse = parser.clock.parse
         n = ignored = unparsed = 0
         minute10 = ""  # the clock sees every 10-minute step (DST fold, new year)
         try:
             for line in lines:
                 n += 1
+                if len(line) > MAX_LINE:
+                    skip(line)  # over-long: counted unparsed, never parsed
+                    continue
                 want = False
                 i = line.find("to=")
                 if i >= 0:
@@ -460,7 +465,7 @@ class _Investigation:
                     if qids:
                         p = line.find("]: ")
                         want = p < 0 or line[p + 3 : line.find(":", p + 3)] in qids
-                elif line.find(" dovecot", 15, 130) >= 0 or line.find(" exim", 15, 130) >= 0:
+                elif names_dovecot_or_exim(line):
                     want = True
                 if not want:
                     if line[15:16] == " " and line[3:4] == " " and line[:3] in MONTHS:
@@ -473,11 +478,7 @@ class _Investigation:
                     else:
                         skip(line)
                     continue
-                try:
-                    rec = parse(line)
-                except Exception:
-                    unparsed += 1
-                    continue
+                rec = parse(line)
                 if rec is not None:
                     yield rec
         finally:
@@ -501,9 +502,9 @@ class _Investigation:
         arrivals = self.time_arrivals  # qid -> its qmgr arrival line, not parsed yet
         held = self.time_held  # qid -> delivery lines of other recipients
         tracked = self.time_tracked
-        parse = parser._parse
-        skip = parser._skip
-        n = unparsed = 0
+        parse = parser.parse_wanted
+        skip = parser.skip
+        n = 0
 
         def qid_of(line: str) -> str:
             p = line.find("]: ")
@@ -512,6 +513,9 @@ class _Investigation:
         try:
             for line in lines:
                 n += 1
+                if len(line) > MAX_LINE:
+                    skip(line)  # over-long: counted unparsed, never parsed
+                    continue
                 replay: list[str] | None = None
                 i = line.find("to=")
                 if i >= 0:
@@ -559,20 +563,15 @@ class _Investigation:
                         held.pop(qid, None)
                         parser.ignored += 1
                         continue
-                elif line.find(" dovecot", 15, 130) < 0 and line.find(" exim", 15, 130) < 0:
+                elif not names_dovecot_or_exim(line):
                     skip(line)
                     continue
                 for old_line in (*replay, line) if replay else (line,):
-                    try:
-                        rec = parse(old_line)
-                    except Exception:
-                        unparsed += 1
-                        continue
+                    rec = parse(old_line)
                     if rec is not None:
                         yield rec
         finally:
             parser.lines += n
-            parser.unparsed += unparsed
 
     def on_record(self, r: MailLogRecord) -> None:
         kind = r.kind

@@ -1,4 +1,11 @@
-"""Input files: globs, plain or gzip, SHA-256 of the bytes on disk, line counts, progress."""
+"""Input files: globs, plain or gzip, SHA-256 of the bytes on disk, line counts, progress.
+
+Hostile inputs (issue 11): no line is ever held whole in memory past
+:data:`~postwatch.maillogs.base.MAX_LINE` characters (a longer line is handed to the parser cut
+to ``MAX_LINE + 1`` characters, which it counts as unparsed, and the rest of it is skipped), and
+a gzip input may decompress to at most :func:`gzip_bound` bytes: past that, reading stops with
+an :class:`InputError` naming the file (a gzip bomb), never a ``MemoryError``.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +19,17 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from postwatch.maillogs import MAX_LINE
+
+#: characters decoded per read (the line splitter's chunk)
+CHUNK = 1 << 20
+#: a gzip input may decompress to GZIP_RATIO x its size on disk (at least GZIP_FLOOR bytes);
+#: mail and access logs compress 5-30x, a gzip bomb about 1000x
+GZIP_RATIO = 100
+GZIP_FLOOR = 256 << 20
+#: what head_lines reads at most (format detection must not read a bomb to its end)
+HEAD_BUDGET = 8 << 20
 
 
 class InputError(Exception):
@@ -88,10 +106,59 @@ def _is_gzip(path: str) -> bool:
 READ_ERRORS = (OSError, EOFError, zlib.error)
 
 
+def gzip_bound(size: int) -> int:
+    """The most a gzip file of ``size`` bytes on disk may decompress to."""
+    return max(GZIP_FLOOR, GZIP_RATIO * size)
+
+
+def _bomb(item: InputFile, bound: int) -> InputError:
+    return InputError(
+        f"{item.path}: decompresses to more than {bound >> 20} MiB, over {GZIP_RATIO} times "
+        f"its {item.size} bytes on disk: refused as a likely gzip bomb. If it is a genuine "
+        f"log, decompress it yourself (zcat {item.path} > plain.log) and give the plain file."
+    )
+
+
+def split_lines(
+    read: Callable[[int], str], *, on_chars: Callable[[int], None] | None = None
+) -> Iterator[str]:
+    """The lines of a text stream, without their newline, none longer than ``MAX_LINE + 1``.
+
+    ``read(n)`` returns up to ``n`` characters ("" at the end).  A line longer than
+    ``MAX_LINE`` is yielded cut to ``MAX_LINE + 1`` characters (so a parser counts it as
+    unparsed) and the rest of it is skipped; memory stays within a chunk and a line.
+    ``on_chars(n)`` is told how many characters each read returned."""
+    carry = ""
+    skipping = False  # inside an over-long line: drop everything up to its newline
+    while True:
+        chunk = read(CHUNK)
+        if not chunk:
+            break
+        if on_chars is not None:
+            on_chars(len(chunk))
+        if skipping:
+            nl = chunk.find("\n")
+            if nl < 0:
+                continue
+            chunk = chunk[nl + 1 :]
+            skipping = False
+        lines = (carry + chunk).split("\n") if carry else chunk.split("\n")
+        carry = lines.pop()
+        for line in lines:
+            yield line if len(line) <= MAX_LINE else line[: MAX_LINE + 1]
+        if len(carry) > MAX_LINE:
+            yield carry[: MAX_LINE + 1]
+            carry = ""
+            skipping = True
+    if carry:
+        yield carry
+
+
 class LineSource:
     """The decoded lines of one input (invalid UTF-8 replaced), hashed as they are read.
 
-    Iterate it directly (the text stream's own iterator: no per-line Python overhead), then
+    Iterate it (lines without their newline, cut by :func:`split_lines`; a gzip input raises
+    :class:`InputError` once it has decompressed past :func:`gzip_bound`), then
     call :meth:`finish` with the number of lines read, which drains what is left, sets
     ``item.sha256`` and ``item.lines`` and closes the file.  A read error during iteration is
     turned into an :class:`InputError` naming the file and line by :meth:`error`.
@@ -106,10 +173,22 @@ class LineSource:
         stream: Any = self._buffered
         if gz:
             stream = gzip.GzipFile(fileobj=self._buffered, mode="rb")
+        self.gzip = gz
         self.text = io.TextIOWrapper(stream, encoding="utf-8", errors="replace", newline=None)
+        self.decoded = 0  # characters decoded so far
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self.text)
+        if not self.gzip:
+            return split_lines(self.text.read)
+        bound = gzip_bound(self.item.size)
+
+        def count(n: int) -> None:
+            self.decoded += n
+            if self.decoded > bound:
+                self.close()
+                raise _bomb(self.item, bound)
+
+        return split_lines(self.text.read, on_chars=count)
 
     def finish(self, lines: int) -> None:
         try:
@@ -151,12 +230,22 @@ def head_lines(path: str, count: int = 200) -> list[str]:
     except OSError as exc:
         raise InputError(f"{path}: cannot read: {exc}") from None
     out: list[str] = []
+    budget = HEAD_BUDGET  # characters: format detection never reads a huge file to its end
     with fh:
         try:
-            for line in fh:
-                out.append(line)
-                if len(out) >= count:
+            while len(out) < count and budget > 0:
+                line = fh.readline(MAX_LINE + 1)
+                if not line:
                     break
+                budget -= len(line)
+                if len(line) > MAX_LINE and not line.endswith("\n"):
+                    # over-long: keep it cut (unparsable), skip its rest within the budget
+                    while budget > 0:
+                        rest = fh.readline(CHUNK)
+                        budget -= len(rest)
+                        if not rest or rest.endswith("\n"):
+                            break
+                out.append(line)
         except (OSError, EOFError, zlib.error):
             pass  # reading the whole file reports it, with the line number
     return out

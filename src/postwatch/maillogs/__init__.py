@@ -10,7 +10,13 @@ Public API (everything streams, one line at a time; no parser ever raises on a l
   source (a followed file, a syslog listener), ``parser.iter_records(lines)`` for a stream (same
   result, less per-line overhead); counters ``lines``, ``unparsed`` (not a log line of that
   format, or truncated) and ``ignored`` (a valid line that says nothing about deliveries).
-  A cheap substring test (``postfix.RELEVANT``) decides before any regex runs.
+  Lines longer than ``MAX_LINE`` (32 KiB) are counted unparsed and never parsed; every parser
+  is linear in a line's length (no backtracking pattern).
+* The prefilter, public for callers that filter further (``investigate``): a cheap substring
+  test decides before any parsing.  ``parser.can_matter(line)``, ``parser.relevant(lines)``
+  (the lines that can matter; the others counted), ``parser.skip(line)`` (count a line not
+  parsed), ``parser.parse_wanted(line)`` (the full parse of a line let through);
+  ``postfix_can_matter(line)`` and ``names_dovecot_or_exim(line)`` for syslog mail logs.
 * ``parse_line(line, *, fmt="postfix", year=None, tz=UTC)``: one-off parse (stateless; prefer a
   parser object per stream).
 * ``MailLogRecord``: ``time`` (aware), ``mta``, ``kind`` (``RecordKind``), ``queue_id``,
@@ -30,12 +36,13 @@ from __future__ import annotations
 from datetime import tzinfo
 
 from postwatch.maillogs.access import AccessFormatError, AccessLogParser, compile_logformat
-from postwatch.maillogs.base import LineParser
+from postwatch.maillogs.base import MAX_LINE, LineParser
 from postwatch.maillogs.clock import SyslogClock
 from postwatch.maillogs.detect import detect_format, make_access_parser, make_mail_parser
 from postwatch.maillogs.dovecot import DovecotParser
 from postwatch.maillogs.exim import EximParser
-from postwatch.maillogs.postfix import PostfixParser, SyslogMailParser
+from postwatch.maillogs.postfix import PostfixParser, SyslogMailParser, names_dovecot_or_exim
+from postwatch.maillogs.postfix import can_matter as postfix_can_matter
 from postwatch.maillogs.records import AccessRecord, DeliveryStatus, MailLogRecord, RecordKind
 from postwatch.maillogs.tracker import (
     MessageSummary,
@@ -45,6 +52,7 @@ from postwatch.maillogs.tracker import (
 )
 
 __all__ = [
+    "MAX_LINE",
     "AccessFormatError",
     "AccessLogParser",
     "AccessRecord",
@@ -65,7 +73,9 @@ __all__ = [
     "detect_format",
     "make_access_parser",
     "make_mail_parser",
+    "names_dovecot_or_exim",
     "parse_line",
+    "postfix_can_matter",
 ]
 
 

@@ -170,7 +170,7 @@ class AccessLogParser(LineParser[AccessRecord]):
         self.lines += 1
         prefilter = self.prefilter
         if prefilter is not None and prefilter not in line:
-            self._skip(line)
+            self.skip(line)
             return None
         try:
             return self._parse(line)
@@ -187,7 +187,7 @@ class AccessLogParser(LineParser[AccessRecord]):
             for line in lines:
                 n += 1
                 if prefilter is not None and prefilter not in line:
-                    if " [" in line and '"' in line:
+                    if " [" in line and '"' in line and not self.too_long(line):
                         self.skipped += 1
                     else:
                         self.unparsed += 1
@@ -202,13 +202,21 @@ class AccessLogParser(LineParser[AccessRecord]):
         finally:
             self.lines += n
 
-    def _skip(self, line: str) -> None:
-        if " [" in line and '"' in line:
+    def can_matter(self, line: str) -> bool:
+        return self.prefilter is None or self.prefilter in line
+
+    def skip(self, line: str) -> None:
+        """Not parsed because of the prefilter: counted in ``skipped`` (an access-log line by
+        its shape) or ``unparsed``."""
+        if " [" in line and '"' in line and not self.too_long(line):
             self.skipped += 1
         else:
             self.unparsed += 1
 
     def _parse(self, line: str) -> AccessRecord | None:
+        if self.too_long(line):
+            self.unparsed += 1
+            return None
         if line.endswith("\n"):
             line = line.rstrip("\r\n")
         if self._custom is not None:

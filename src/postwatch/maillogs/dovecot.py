@@ -18,8 +18,10 @@ from postwatch.maillogs.clock import SyslogClock, parse_iso
 from postwatch.maillogs.records import MailLogRecord, RecordKind
 from postwatch.reasons import classify
 
-_USER_RE = re.compile(r"\b(lmtp|lda|deliver|imap|pop3|quota-status)\(([^)]*)\)")
-_MSGID_RE = re.compile(r"msgid=(<[^>]*>|\S+?)(?::|\s|$)")
+# Linear: a user name stops at the next "(" and a bracketed Message-ID at the next "<", so the
+# scans from two starts never overlap.
+_USER_RE = re.compile(r"\b(lmtp|lda|deliver|imap|pop3|quota-status)\(([^()]*)\)")
+_MSGID_RE = re.compile(r"msgid=(<[^<>]*>|\S+?)(?::|\s|$)")
 
 
 def parse_dovecot_body(
@@ -35,7 +37,7 @@ def parse_dovecot_body(
         and ("mailbox is full" not in lowered)
     ):
         return None
-    m = _USER_RE.search(body)
+    m = _USER_RE.search(body, 0, 600)  # the service comes first: no need to scan a long line
     service = m.group(1) if m else ""
     user = m.group(2) if m else None
     mid = _MSGID_RE.search(body)
@@ -70,6 +72,9 @@ class DovecotParser(LineParser[MailLogRecord]):
         self.clock = SyslogClock(year=year, tz=self.tz)
 
     def _parse(self, line: str) -> MailLogRecord | None:
+        if self.too_long(line):
+            self.unparsed += 1
+            return None
         line = line.rstrip("\r\n")
         if len(line) > 16 and line[3] == " " and line[15] == " ":
             time = self.clock.parse(line[:15])

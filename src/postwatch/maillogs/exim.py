@@ -26,10 +26,13 @@ from postwatch.maillogs.clock import LocalClock, cached_offset
 from postwatch.maillogs.records import DeliveryStatus, MailLogRecord, RecordKind
 from postwatch.reasons import classify
 
-_HOST_RE = re.compile(r" H=(\S+(?: \[[^\]]*\])?)")
-_ERR_HOST_RE = re.compile(r": host (\S+ \[[^\]]*\])")  # older Exim: in the error text
+# Linear in the line's length: a bracketed address stops at a blank (an IP address has none),
+# so a run of ``: host x [`` without ``]`` cannot make every start scan to the end.
+_HOST_RE = re.compile(r" H=(\S+(?: \[[^\]\s]*\])?)")
+_ERR_HOST_RE = re.compile(r": host (\S+ \[[^\]\s]*\])")  # older Exim: in the error text
 _C_RE = re.compile(r' C="((?:[^"\\]|\\.)*)"')
-_REJECT_RE = re.compile(r"(?: F=<([^>]*)>)? rejected RCPT <?([^>:\s]*)>?:? ?(.*)")
+#: after `` rejected RCPT``: ``<r>: why``
+_REJECT_TAIL_RE = re.compile(r" <?([^>:\s]*)>?:? ?(.*)")
 _ALPHANUM = frozenset("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 
 _ARROWS = {
@@ -84,10 +87,10 @@ def parse_exim_body(body: str, time: datetime, raw: str) -> MailLogRecord | None
             time=time, mta="exim", kind=RecordKind.REMOVED, raw=raw, program="exim", queue_id=qid
         )
     if "rejected RCPT" in rest:
-        m = _REJECT_RE.search(rest)
+        m = _reject_parts(rest)
         if m is None:
             raise ValueError("unparsable exim reject")
-        reply = m.group(3)
+        reply = m[2]
         return MailLogRecord(
             time=time,
             mta="exim",
@@ -95,14 +98,30 @@ def parse_exim_body(body: str, time: datetime, raw: str) -> MailLogRecord | None
             raw=raw,
             program="exim",
             queue_id=qid,
-            sender=m.group(1),
-            recipient=m.group(2) or None,
+            sender=m[0],
+            recipient=m[1] or None,
             status="reject",
             reply=reply,
             verdict=classify(reply, context="exim"),
             relay=(h.group(1) if (h := _HOST_RE.search(" " + rest)) else None),
         )
     return None
+
+
+def _reject_parts(rest: str) -> tuple[str | None, str, str] | None:
+    """``[... F=<s>] rejected RCPT <r>: why`` -> (s, r, why): str.find, no backtracking."""
+    at = rest.find(" rejected RCPT")
+    if at < 0:
+        return None
+    sender: str | None = None
+    if rest.endswith(">", 0, at):
+        f = rest.find(" F=<", rest.rfind(">", 0, at - 1) + 1, at)
+        if f >= 0:
+            sender = rest[f + 4 : at - 1]
+    m = _REJECT_TAIL_RE.match(rest, at + 14)
+    if m is None:
+        return None
+    return sender, m.group(1), m.group(2)
 
 
 def _arrival(qid: str, rest: str, time: datetime, raw: str) -> MailLogRecord:
@@ -198,6 +217,9 @@ class EximParser(LineParser[MailLogRecord]):
         self._val: datetime | None = None
 
     def _parse(self, line: str) -> MailLogRecord | None:
+        if self.too_long(line):
+            self.unparsed += 1
+            return None
         if line.endswith("\n"):
             line = line.rstrip("\r\n")
         if not (len(line) > 20 and line[4] == "-" and line[10] == " " and line[13] == ":"):

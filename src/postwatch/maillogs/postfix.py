@@ -31,16 +31,20 @@ from postwatch.maillogs.dovecot import parse_dovecot_body
 from postwatch.maillogs.records import DeliveryStatus, MailLogRecord, RecordKind
 from postwatch.reasons import classify
 
-_DELIVERY_RE = re.compile(
+# Every pattern here is linear in the line's length: no two unbounded parts can trade
+# characters (issue 11: ``.*?dsn=...,.*?status=`` was quadratic on ``dsn=a,`` x 10,000).
+# The head of a delivery line, ``to=<r>, [orig_to=<o>,] relay=R,``, is matched by a regex
+# whose parts are delimited by characters they exclude; the fields after it are found with
+# ``str.find`` in their fixed order (``... dsn=D, status=S (reply)``).
+_DELIVERY_HEAD_RE = re.compile(
     r"to=(?:<([^>]*)>|([^,\s]*)),"
     r"(?: orig_to=(?:<([^>]*)>|([^,\s]*)),)?"
     r" relay=([^,]*),"
-    r"(?:.*?dsn=([^,]*),)?"
-    r".*?status=([A-Za-z-]+)"
-    r"(?:,? ?\((.*))?"
 )
+_STATUS_WORD_RE = re.compile(r"[A-Za-z-]+")
 _FROM_RE = re.compile(r"from=(?:<([^>]*)>|([^,\s]*))")
-_REJECT_RE = re.compile(r"(?:milter-)?reject: (.*?) from (\S+?): (.*); from=<([^>]*)> to=<([^>]*)>")
+#: after the ``; from=<`` of a reject line: ``s> to=<r>``
+_REJECT_TAIL_RE = re.compile(r"([^>]*)> to=<([^>]*)>")
 
 _DELIVERY = RecordKind.DELIVERY
 _ARRIVAL = RecordKind.ARRIVAL
@@ -48,10 +52,29 @@ _REMOVED = RecordKind.REMOVED
 _MESSAGE_ID = RecordKind.MESSAGE_ID
 _SENT = DeliveryStatus.SENT
 _DEFERRED = DeliveryStatus.DEFERRED
-# A line can only be of interest if it contains one of these (cheap test before any parsing).
-RELEVANT = (
-    "to=", "from=", "removed", "reject", "notification", " dovecot", " exim", "message-id="
-)
+
+
+def can_matter(line: str) -> bool:
+    """The prefilter of syslog mail logs: whether a line can say anything about a delivery.
+
+    A cheap substring test before any parsing (most lines of a busy server -- connect,
+    disconnect, TLS, anvil -- say nothing): ``to=``, ``from=``, ``removed``, ``reject``,
+    ``notification``, ``message-id=``, or a Dovecot or Exim program name."""
+    return (
+        "to=" in line
+        or "from=" in line
+        or line.endswith(("removed\n", "removed"))
+        or "reject" in line
+        or "notification" in line
+        or names_dovecot_or_exim(line)
+        or "message-id=" in line
+    )
+
+
+def names_dovecot_or_exim(line: str) -> bool:
+    """The line's program (within its first 130 characters) is Dovecot or Exim: a line that
+    can matter (a quota failure, an Exim delivery) without any Postfix keyword."""
+    return line.find(" dovecot", 15, 130) >= 0 or line.find(" exim", 15, 130) >= 0
 
 _STATUS = {
     "sent": DeliveryStatus.SENT,
@@ -59,12 +82,6 @@ _STATUS = {
     "bounced": DeliveryStatus.BOUNCED,
     "expired": DeliveryStatus.EXPIRED,
 }
-
-
-def _strip_reply(text: str | None) -> str | None:
-    if text is None:
-        return None
-    return text[:-1] if text.endswith(")") else text
 
 
 def parse_postfix_body(
@@ -84,13 +101,11 @@ def parse_postfix_body(
         return None
     first = rest[:3]
     if first == "to=":
-        m = _DELIVERY_RE.match(rest)
+        m = _DELIVERY_HEAD_RE.match(rest)
         if m is None:
             raise ValueError("truncated delivery line")
-        status = m.group(7)
+        status, dsn, reply = _delivery_tail(rest, m.end())
         delivery = _STATUS.get(status)
-        reply = _strip_reply(m.group(8))
-        dsn = m.group(6)
         verdict = None
         if delivery is not None and delivery is not _SENT:
             verdict = classify(reply or "", status=dsn, context=program)
@@ -163,13 +178,76 @@ def parse_postfix_body(
     return None
 
 
+def _delivery_tail(rest: str, pos: int) -> tuple[str, str | None, str | None]:
+    """``status``, ``dsn`` and the reply of a delivery line, after its ``relay=R,`` (at ``pos``).
+
+    The first ``status=WORD``; ``dsn=D,`` before it; the reply is what follows ``status=WORD``
+    and an optional ``,``/`` `` in parentheses.  Each character is looked at a bounded number
+    of times."""
+    find = rest.find
+    st = find("status=", pos)
+    while True:
+        if st < 0:
+            raise ValueError("truncated delivery line")
+        w = _STATUS_WORD_RE.match(rest, st + 7)
+        if w is not None:
+            break
+        st = find("status=", st + 7)
+    dsn: str | None = None
+    d = find("dsn=", pos, st)
+    if d >= 0:
+        comma = find(",", d + 4, st)
+        if comma >= 0:
+            dsn = rest[d + 4 : comma]
+    status = w.group(0)
+    reply: str | None = None
+    r = w.end()
+    if rest.startswith(",", r):
+        r += 1
+    if rest.startswith(" ", r):
+        r += 1
+    if rest.startswith("(", r):
+        text = rest[r + 1 :]
+        nl = text.find("\n")
+        if nl >= 0:
+            text = text[:nl]
+        reply = text[:-1] if text.endswith(")") else text
+    return status, dsn, reply
+
+
+def _split_reject(rest: str) -> tuple[str, str, str, str] | None:
+    """``reject: WHAT from CLIENT: REPLY; from=<S> to=<R> ...`` -> (client, reply, s, r).
+
+    CLIENT is the first `` from X: `` (X without blanks); the sender and recipient are those of
+    the last ``; from=<S> to=<R>`` (the reply may itself contain ``; from=``).  Linear: one
+    backward search for the envelope, then forward searches that never revisit a character."""
+    tail = rest.rfind("; from=<")
+    if tail < 0:
+        return None
+    env = _REJECT_TAIL_RE.match(rest, tail + 8)
+    if env is None:
+        return None
+    find = rest.find
+    p = find(" from ", rest.find(": ") + 2)
+    while 0 <= p < tail:
+        start = p + 6
+        end = start
+        n = len(rest)
+        while end < n and not rest[end].isspace():
+            end += 1
+        if end - start >= 2 and rest[end - 1] == ":" and rest.startswith(" ", end) and end < tail:
+            return rest[start : end - 1], rest[end + 1 : tail], env.group(1), env.group(2)
+        p = find(" from ", end)
+    return None
+
+
 def _reject(
     qid: str | None, program: str, rest: str, time: datetime, raw: str, host: str | None
 ) -> MailLogRecord | None:
-    m = _REJECT_RE.match(rest)
-    if m is None:
+    parts = _split_reject(rest)
+    if parts is None:
         raise ValueError("unparsable reject line")
-    reply = m.group(3)
+    relay, reply, sender, recipient = parts
     return MailLogRecord(
         time=time,
         mta="postfix",
@@ -178,9 +256,9 @@ def _reject(
         program=program,
         host=host,
         queue_id=qid,
-        sender=m.group(4),
-        recipient=m.group(5),
-        relay=m.group(2),
+        sender=sender,
+        recipient=recipient,
+        relay=relay,
         status="reject",
         reply=reply,
         verdict=classify(reply, context=program),
@@ -199,44 +277,18 @@ class SyslogMailParser(LineParser[MailLogRecord]):
         self._iso_val: datetime | None = None
         self._exim: object | None = None
 
-    def parse(self, line: str) -> MailLogRecord | None:
-        self.lines += 1
-        if not (
-            "to=" in line
-            or "from=" in line
-            or line.endswith(("removed\n", "removed"))
-            or "reject" in line
-            or "notification" in line
-            or line.find(" dovecot", 15, 130) >= 0
-            or line.find(" exim", 15, 130) >= 0
-            or "message-id=" in line
-        ):
-            self._skip(line)
-            return None
-        try:
-            return self._parse(line)
-        except Exception:  # a parser must never stop on a bad line
-            self.unparsed += 1
-            return None
+    def can_matter(self, line: str) -> bool:
+        return can_matter(line)
 
     def iter_records(self, lines: Iterable[str]) -> Iterator[MailLogRecord]:
         """Parse a stream of lines; the same as ``parse`` per line, with less overhead."""
         parse = self._parse
-        skip = self._skip
+        skip = self.skip
         n = 0
         try:
             for line in lines:
                 n += 1
-                if (
-                    "to=" in line
-                    or "from=" in line
-                    or line.endswith(("removed\n", "removed"))
-                    or "reject" in line
-                    or "notification" in line
-                    or line.find(" dovecot", 15, 130) >= 0
-                    or line.find(" exim", 15, 130) >= 0
-                    or "message-id=" in line
-                ):
+                if can_matter(line):
                     try:
                         record = parse(line)
                     except Exception:
@@ -249,11 +301,14 @@ class SyslogMailParser(LineParser[MailLogRecord]):
         finally:
             self.lines += n
 
-    def _skip(self, line: str) -> None:
+    def skip(self, line: str) -> None:
         """A line without any interesting word: check its shape only, and count it.
 
         Classic timestamps still go through the clock (cached, cheap): it must see every line
         to notice the repeated hour of a DST switch and the new year."""
+        if self.too_long(line):
+            self.unparsed += 1
+            return
         if line[3:4] == " " and line[15:16] == " ":
             if self.clock.parse(line[:15]) is None:
                 self.unparsed += 1
@@ -265,6 +320,9 @@ class SyslogMailParser(LineParser[MailLogRecord]):
             self.unparsed += 1
 
     def _parse(self, line: str) -> MailLogRecord | None:
+        if self.too_long(line):
+            self.unparsed += 1
+            return None
         if line.endswith("\n"):
             line = line.rstrip("\r\n")
         if line[:1] == "<":  # RFC 3164 priority from a network forwarder

@@ -15,13 +15,17 @@ Feed :class:`~postwatch.maillogs.records.MailLogRecord` objects in log order to
 Expiry (Postfix ``status=expired, returned to sender``, Exim ``retry timeout exceeded``) fails
 every recipient still pending; the reason is that recipient's last deferral's reason.
 
-Memory is bounded: only open messages are kept, at most ``max_open`` of them, and open ids are
-swept once their last line is older than ``max_lifetime``.  Queue ids are reused by the MTA over
-time; a message is keyed by its id *and* the time it was first seen.
+Memory is bounded: only open messages are kept, at most ``max_open`` of them (past that, the
+message first seen longest ago is closed as ``evicted``, one per new message: O(1) per line),
+and every ``sweep_every`` lines the open ids whose last line is older than ``max_lifetime`` are
+swept (O(open) every ``sweep_every`` lines, so O(1) per line on average).  A flood of unique
+queue ids therefore costs the same per line as ordinary traffic (issue 11).  Queue ids are
+reused by the MTA over time; a message is keyed by its id *and* the time it was first seen.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -141,7 +145,8 @@ class MessageTracker:
         self.max_lifetime = max_lifetime
         self.max_open = max_open
         self.sweep_every = sweep_every
-        self._open: dict[tuple[str, str], _Open] = {}
+        # in the order first seen: the oldest is evicted first, in O(1)
+        self._open: OrderedDict[tuple[str, str], _Open] = OrderedDict()
         self._fed = 0
         self.evicted = 0
 
@@ -153,8 +158,11 @@ class MessageTracker:
         """Take one record; return what it decided (often nothing)."""
         self._fed += 1
         out: list[RecipientOutcome | MessageSummary] | None = None
-        if self._fed % self.sweep_every == 0 or len(self._open) > self.max_open:
+        if self._fed % self.sweep_every == 0:
             out = self._sweep(record.time)
+        if len(self._open) >= self.max_open:
+            out = out or []
+            self._evict_oldest(out)
         kind = record.kind
         if kind is _REJECT:
             res = self._reject(record)
@@ -257,22 +265,22 @@ class MessageTracker:
         )
 
     def _sweep(self, now: datetime) -> list[RecipientOutcome | MessageSummary]:
+        """Close the open messages whose last line is older than ``max_lifetime``."""
         out: list[RecipientOutcome | MessageSummary] = []
         limit = now - self.max_lifetime
         stale = [k for k, m in self._open.items() if m.last_seen < limit]
-        excess = len(self._open) - len(stale) - self.max_open
-        if excess > 0:  # still too many: drop the oldest (dict order = first seen)
-            stale_set = set(stale)
-            for k in self._open:
-                if excess <= 0:
-                    break
-                if k not in stale_set:
-                    stale.append(k)
-                    excess -= 1
         for k in stale:
             out.append(self._close(k, self._open[k], "evicted"))
             self.evicted += 1
         return out
+
+    def _evict_oldest(self, out: list[RecipientOutcome | MessageSummary]) -> None:
+        """Make room for one more message: close the ones first seen longest ago (O(1) each)."""
+        open_ = self._open
+        while open_ and len(open_) >= self.max_open:
+            _key, msg = open_.popitem(last=False)
+            out.append(self._summary(msg, "evicted"))
+            self.evicted += 1
 
     def _outcome(
         self,

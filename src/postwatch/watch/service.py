@@ -4,11 +4,21 @@
   lines into events, and stores the file position in the same transaction as the events.
 - :class:`SyslogService`: the ``[syslog]`` listener; one parser per sending host.
 - bounce mailboxes over IMAP IDLE: the bounces room's own service (:mod:`postwatch.bounces.imap`).
+
+No log line is parsed on the event loop (issue 11): the event loop also serves form posts, and
+one hostile line must never delay them.  The file follower reads and parses each chunk in a
+worker thread (one chunk at a time per file: the file is the queue); the syslog listener only
+frames and queues each raw message on the loop (at most :data:`MAX_PENDING` waiting: a TCP
+sender then waits, flow control; a UDP message past that is counted in ``dropped`` and logged),
+and a worker thread parses them (syslog header, then the mail-log line) in batches.  The parsers
+themselves are linear in a line's length and never look into a line longer than
+:data:`postwatch.maillogs.base.MAX_LINE`, so a thread holds the GIL only briefly.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -28,13 +38,15 @@ from postwatch.watch.detect import (
     store_observations,
     watched_mailboxes,
 )
-from postwatch.watch.follow import Follower, Position
-from postwatch.watch.syslog import SyslogListener, SyslogMessage
+from postwatch.watch.follow import Chunk, Follower, Position
+from postwatch.watch.syslog import SyslogListener, parse_syslog
 
 log = logging.getLogger("postwatch.watch")
 
 #: how long a position-only change may wait before it is stored (lines without events)
 POSITION_SAVE_EVERY = 1.0
+#: syslog messages received but not parsed yet; past this, new messages are dropped (counted)
+MAX_PENDING = 20_000
 
 
 def local_tz() -> tzinfo:
@@ -123,7 +135,8 @@ class MaillogService:
         last_save = time.monotonic()
         try:
             while not stop.is_set():
-                chunk = follower.poll()
+                # read and parse in a worker thread: the event loop keeps serving form posts
+                chunk, observations = await asyncio.to_thread(_read_chunk, follower, processor)
                 if chunk is None:
                     # idle (caught up): store a position held back, then wait
                     if pending is not None and time.monotonic() - last_save >= 0.2:
@@ -133,7 +146,6 @@ class MaillogService:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), timeout=self.poll_interval)
                     continue
-                observations = processor.feed(chunk.lines)
                 if "rotated" in chunk.events or "truncated" in chunk.events:
                     log.info("%s: %s", self.path, ", ".join(chunk.events))
                 now = time.monotonic()
@@ -174,6 +186,16 @@ class MaillogService:
                 await asyncio.sleep(delay)
 
 
+def _read_chunk(
+    follower: Follower, processor: LineProcessor
+) -> tuple[Chunk | None, list[Observation]]:
+    """One poll of the file and the observations of its lines (runs in a worker thread)."""
+    chunk = follower.poll()
+    if chunk is None:
+        return None, []
+    return chunk, processor.feed(chunk.lines)
+
+
 class SyslogService:
     """The syslog listener: messages from other machines, through the same parsers."""
 
@@ -184,29 +206,93 @@ class SyslogService:
         self.config = config
         self.db = db
         self.watched = watched_mailboxes(config)
+        self.tz = local_tz()
         self.listener = SyslogListener(
             config.syslog.listen,
-            self._on_message,
+            None,
             protocols=list(config.syslog.protocols),
-            tz=local_tz(),
+            tz=self.tz,
+            on_frame=self._on_frame,
+            backlog=self._backlogged,
         )
         self._processors: dict[str, LineProcessor] = {}
         self._queue: asyncio.Queue[list[Observation]] = asyncio.Queue()
+        # (raw message, peer) received on the event loop, parsed by a worker thread
+        self._pending: collections.deque[tuple[bytes, str]] = collections.deque()
+        self._wake = asyncio.Event()
         self.stored_events = 0
+        self.dropped = 0  # messages refused because MAX_PENDING were waiting
+        self._dropped_logged = 0.0
 
-    def _on_message(self, msg: SyslogMessage, peer: str) -> None:
-        host = msg.hostname or peer
-        proc = self._processors.get(host)
-        if proc is None:
-            if len(self._processors) > 10_000:  # bounded: forget the oldest host
-                self._processors.pop(next(iter(self._processors)))
-            proc = self._processors[host] = LineProcessor(
-                self.watched, source=f"syslog:{host}", fmt="postfix",
-                own_domain=own_domain(self.config),
-            )
-        observations = proc.feed([msg.to_line()])
-        if observations:
-            self._queue.put_nowait(observations)
+    def _backlogged(self) -> bool:
+        return len(self._pending) >= MAX_PENDING
+
+    def _on_frame(self, data: bytes, peer: str) -> None:
+        """On the event loop: queue the raw message for the parser thread (never parse here)."""
+        if len(self._pending) >= MAX_PENDING:
+            self.dropped += 1
+            now = time.monotonic()
+            if now - self._dropped_logged >= 10.0:
+                self._dropped_logged = now
+                log.warning(
+                    "syslog: parser behind by %d messages; dropped %d so far",
+                    len(self._pending),
+                    self.dropped,
+                )
+            return
+        self._pending.append((data, peer))
+        self._wake.set()
+
+    def _feed(self, batch: list[tuple[bytes, str]]) -> list[Observation]:
+        """In a worker thread: parse the messages, then their lines per sending host."""
+        lines: list[tuple[str, str]] = []
+        tz = self.tz
+        for data, peer in batch:
+            try:
+                msg = parse_syslog(data, tz=tz)
+            except Exception:  # never let one message stop the listener
+                msg = None
+            if msg is None:
+                self.listener.unparsed += 1
+                continue
+            lines.append((msg.hostname or peer, msg.to_line()))
+        return self._feed_lines(lines)
+
+    def _feed_lines(self, lines: list[tuple[str, str]]) -> list[Observation]:
+        out: list[Observation] = []
+        for host, line in lines:
+            proc = self._processors.get(host)
+            if proc is None:
+                if len(self._processors) > 10_000:  # bounded: forget the oldest host
+                    self._processors.pop(next(iter(self._processors)))
+                proc = self._processors[host] = LineProcessor(
+                    self.watched,
+                    source=f"syslog:{host}",
+                    fmt="postfix",
+                    own_domain=own_domain(self.config),
+                )
+            out.extend(proc.feed([line]))
+        return out
+
+    async def _parser(self, stop: asyncio.Event) -> None:
+        """Hand the queued messages to a worker thread, batch by batch, until stopped."""
+        pending = self._pending
+        while True:
+            if not pending:
+                if stop.is_set():
+                    return
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=0.2)
+                continue
+            batch = [pending.popleft() for _ in range(min(len(pending), 2_000))]
+            try:
+                observations = await asyncio.to_thread(self._feed, batch)
+            except Exception:  # a parser never raises; this is a bug, not a reason to stop
+                log.exception("syslog: parsing a batch of %d messages failed", len(batch))
+                continue
+            if observations:
+                self._queue.put_nowait(observations)
 
     async def _writer(self, stop: asyncio.Event) -> None:
         while not (stop.is_set() and self._queue.empty()):
@@ -248,12 +334,21 @@ class SyslogService:
             self.listener.udp_port,
             self.listener.tcp_port,
         )
-        writer = asyncio.create_task(self._writer(stop))
+        parsed = asyncio.Event()  # set when the parser has handed over its last batch
+        parser = asyncio.create_task(self._parser(stop))
+        writer = asyncio.create_task(self._writer(parsed))
         try:
             await stop.wait()
         finally:
             await self.listener.close()
-            await writer
+            if not stop.is_set():  # cancelled rather than stopped: do not wait for a drain
+                parser.cancel()
+            try:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await parser
+            finally:
+                parsed.set()
+                await writer
 
 
 def build_services(config: Config, db: Database) -> list[Service]:

@@ -8,6 +8,11 @@ an RFC 3339 timestamp), so forwarded lines and local files go through the same p
 
 Bad input (garbage, oversize frames, a client that never finishes a frame) is counted and
 dropped; it never stops the listener.
+
+With ``on_frame`` the listener does no parsing at all on the event loop: it hands each raw
+frame to ``on_frame(data, peer)`` (the watch queues it for a worker thread, which calls
+:func:`parse_syslog`), and with ``backlog`` a TCP client is not read from while
+``backlog()`` is true (TCP flow control instead of loss; UDP cannot wait).
 """
 
 from __future__ import annotations
@@ -186,52 +191,58 @@ class FrameDecoder:
         self.dropped = 0
 
     def feed(self, data: bytes) -> list[bytes]:
+        """The complete frames in what has arrived so far (the rest is kept for later).
+
+        Frames are cut by position and the buffer is moved once per call, so a read full of
+        small frames costs linear time."""
         self._buf += data
         out: list[bytes] = []
         buf = self._buf
-        while buf:
-            first = buf[0]
+        n = len(buf)
+        pos = 0
+        while pos < n:
+            first = buf[pos]
             if first in b"\r\n\x00 ":
-                del buf[0]
+                pos += 1
                 continue
             if 0x30 <= first <= 0x39:  # octet counting: LEN SP MSG
-                sp = buf.find(b" ", 0, 12)
+                sp = buf.find(b" ", pos, pos + 12)
                 if sp < 0:
-                    if len(buf) >= 12:  # not a length: drop the line
-                        self._drop_line()
+                    if n - pos >= 12:  # not a length: drop the line
+                        pos = self._drop_line(buf, pos)
                         continue
                     break
-                digits = bytes(buf[:sp])
+                digits = bytes(buf[pos:sp])
                 if not digits.isdigit():
-                    self._drop_line()
+                    pos = self._drop_line(buf, pos)
                     continue
                 size = int(digits)
                 if size > self.max_message:
                     self.dropped += 1
-                    self._buf = buf = bytearray()  # cannot resynchronise; start over
+                    pos = n  # cannot resynchronise; start over
                     break
-                if len(buf) < sp + 1 + size:
+                if n < sp + 1 + size:
                     break
                 out.append(bytes(buf[sp + 1 : sp + 1 + size]))
-                del buf[: sp + 1 + size]
+                pos = sp + 1 + size
                 continue
-            nl = buf.find(b"\n")
+            nl = buf.find(b"\n", pos)
             if nl < 0:
-                if len(buf) > self.max_message:
+                if n - pos > self.max_message:
                     self.dropped += 1
-                    buf.clear()
+                    pos = n
                 break
-            out.append(bytes(buf[:nl]))
-            del buf[: nl + 1]
+            out.append(bytes(buf[pos:nl]))
+            pos = nl + 1
+        if pos:
+            del buf[:pos]
         return out
 
-    def _drop_line(self) -> None:
+    def _drop_line(self, buf: bytearray, pos: int) -> int:
+        """Count a bad frame and skip to the next line (or the end)."""
         self.dropped += 1
-        nl = self._buf.find(b"\n")
-        if nl < 0:
-            self._buf.clear()
-        else:
-            del self._buf[: nl + 1]
+        nl = buf.find(b"\n", pos)
+        return len(buf) if nl < 0 else nl + 1
 
     def flush(self) -> list[bytes]:
         """At end of stream: a last newline-less message."""
@@ -243,6 +254,7 @@ class FrameDecoder:
 
 
 Handler = Callable[[SyslogMessage, str], None]
+FrameHandler = Callable[[bytes, str], None]
 
 
 class _Udp(asyncio.DatagramProtocol):
@@ -254,20 +266,27 @@ class _Udp(asyncio.DatagramProtocol):
 
 
 class SyslogListener:
-    """UDP and TCP listeners on one address; calls ``handler(message, peer)`` per message."""
+    """UDP and TCP listeners on one address; calls ``handler(message, peer)`` per message
+    (or ``on_frame(data, peer)`` per raw frame, unparsed, when given)."""
 
     def __init__(
         self,
         listen: str,
-        handler: Handler,
+        handler: Handler | None,
         *,
         protocols: tuple[str, ...] | list[str] = ("udp", "tcp"),
         tz: tzinfo = UTC,
+        on_frame: FrameHandler | None = None,
+        backlog: Callable[[], bool] | None = None,
     ) -> None:
         host, _, port = listen.rpartition(":")
         self.host = host.strip("[]") or "127.0.0.1"
         self.port = int(port)
+        if handler is None and on_frame is None:
+            raise ValueError("SyslogListener needs a handler or on_frame")
         self.handler = handler
+        self.on_frame = on_frame
+        self.backlog = backlog
         self.protocols = tuple(protocols)
         self.tz = tz
         self.received = 0
@@ -280,11 +299,14 @@ class SyslogListener:
 
     def handle(self, data: bytes, peer: str) -> None:
         self.received += 1
+        if self.on_frame is not None:  # parsed elsewhere (off the event loop)
+            self.on_frame(data, peer)
+            return
         try:
             msg = parse_syslog(data, tz=self.tz)
         except Exception:  # never let one message stop the listener
             msg = None
-        if msg is None:
+        if msg is None or self.handler is None:
             self.unparsed += 1
             return
         try:
@@ -319,6 +341,8 @@ class SyslogListener:
         decoder = FrameDecoder()
         try:
             while True:
+                while self.backlog is not None and self.backlog():
+                    await asyncio.sleep(0.05)  # flow control: the sender waits, nothing is lost
                 data = await reader.read(65536)
                 if not data:
                     break
