@@ -13,7 +13,6 @@ import logging
 import time
 
 from postwatch.config import Config
-from postwatch.delivery import _register, _unregister
 from postwatch.delivery.compose import compose
 from postwatch.delivery.send import Reply, send
 from postwatch.outbox import (
@@ -25,6 +24,8 @@ from postwatch.outbox import (
     recover_claims,
     release,
 )
+from postwatch.outbox.wake import register as _register
+from postwatch.outbox.wake import unregister as _unregister
 from postwatch.reasons import Reason, Verdict
 from postwatch.services import Backoff, run_periodic
 from postwatch.store import Database, StoreUnavailable

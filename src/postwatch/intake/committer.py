@@ -25,7 +25,6 @@ from collections import defaultdict
 from typing import Any
 
 from postwatch.config import Config
-from postwatch.delivery import wake as wake_delivery
 from postwatch.intake import metrics
 from postwatch.intake.submissions import (
     NewSubmission,
@@ -34,6 +33,7 @@ from postwatch.intake.submissions import (
     store_batch,
     store_submission,
 )
+from postwatch.outbox.wake import wake as wake_delivery
 
 log = logging.getLogger("postwatch.intake")
 
