@@ -10,11 +10,11 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from postwatch import delivery
 from postwatch.app import run
 from postwatch.config import Config
 from postwatch.delivery.service import build_services
 from postwatch.delivery.worker import DeliveryWorker
+from postwatch.outbox.wake import wake
 from postwatch.store import Database
 from postwatch.store.models import DeliveryJob
 from tests.delivery.conftest import delivery_config, jobs, submit
@@ -58,7 +58,7 @@ async def test_mailbox_full_live_fallback_then_recovery(
     smtp_sink.set(INFO, "full552")
     async with workers_running(cfg, db):
         sids = [submit(db, cfg, {"email": f"v{i}@example.org"}) for i in range(5)]
-        delivery.wake()
+        wake()
         await until(lambda: len(smtp_sink.received_by(OWNER)) == 5, timeout=10)
         assert smtp_sink.received_by(INFO) == []
         smtp_sink.set(INFO, "accept")
@@ -76,7 +76,7 @@ async def test_wake_beats_the_poll(
     async with workers_running(cfg, sqlite_db):
         await asyncio.sleep(0.3)  # the worker found nothing and sleeps for its 10 minutes
         await asyncio.to_thread(submit, sqlite_db, cfg)
-        await asyncio.to_thread(delivery.wake)  # as the intake calls it, from a thread
+        await asyncio.to_thread(wake)  # as the intake calls it, from a thread
         await until(lambda: len(smtp_sink.messages) == 1, timeout=20)
 
 
@@ -89,7 +89,7 @@ async def test_stop_finishes_the_send_in_hand(
         sink.set(INFO, "slow")
         sid = submit(db, cfg)
         async with workers_running(cfg, db) as stop:
-            delivery.wake()
+            wake()
             await until(lambda: _sending(db), timeout=10)
             stop.set()  # SIGTERM while the mail is on the wire
         # the send in hand was finished and its result recorded; nothing left claimed

@@ -29,10 +29,10 @@ from pydantic import SecretStr
 from postwatch.bounces.imap import BounceMailboxService, store_bounce
 from postwatch.bounces.parse import parse_bytes
 from postwatch.config import BounceMailboxConfig, Config
-from postwatch.delivery import wake
 from postwatch.delivery.worker import DeliveryWorker
 from postwatch.intake.submissions import NewSubmission, store_submission
 from postwatch.outbox import retry_now
+from postwatch.outbox.wake import wake
 from postwatch.store import Database
 from postwatch.store.events import fetch_events
 from postwatch.store.models import DeliveryJob

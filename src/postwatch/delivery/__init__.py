@@ -1,11 +1,6 @@
 """Delivery: the outbox worker that composes, sends, classifies, retries, holds and falls back.
 
-``wake()`` (from the outbox kernel, :mod:`postwatch.outbox.wake`) tells the delivery workers of
-this process that new jobs were stored, so they do not wait for their next poll.
+Whoever stores jobs wakes this process's workers with :func:`postwatch.outbox.wake.wake`. This
+package's ``__init__`` stays empty: the CLI imports it to find the room's commands and must not
+pay for SQLAlchemy there.
 """
-
-from __future__ import annotations
-
-from postwatch.outbox.wake import wake
-
-__all__ = ["wake"]

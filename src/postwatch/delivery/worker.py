@@ -1,7 +1,7 @@
 """The delivery worker: claim a due job, compose, send (in a thread), record; repeat.
 
 Each worker handles one job at a time. It polls every ``delivery.poll_interval`` and wakes at
-once when ``postwatch.delivery.wake()`` is called in this process. On stop (SIGTERM) it finishes
+once when ``postwatch.outbox.wake.wake()`` is called in this process. On stop (SIGTERM) it finishes
 the send in hand, records its result, gives back any claim it still holds and returns.
 """
 
