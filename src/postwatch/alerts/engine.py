@@ -45,6 +45,7 @@ from postwatch.store.models_alerts import (
     AlertSilence,
     AlertState,
 )
+from postwatch.store.models_capacity import CapacityReading
 
 log = logging.getLogger("postwatch.alerts")
 
@@ -408,8 +409,52 @@ class Engine:
         )
         return recent
 
+    def _release_inhibited(self, s: Session, cause: Alert, now: datetime) -> None:
+        """``cause`` is over: the alerts it held back on the same subject are part of the same
+        incident. One never announced is dropped (resolved without a message: its cause is
+        gone, telling it now would be late news); one already announced starts its reminder
+        and escalation times afresh instead of catching up at once."""
+        held = rules.INHIBITS.get(cause.rule, set())
+        if not held:
+            return
+        others = list(
+            s.scalars(
+                select(Alert).where(
+                    Alert.account == cause.account,
+                    Alert.concern == cause.concern,
+                    Alert.subject == cause.subject,
+                    Alert.state.in_(OPEN),
+                    Alert.id != cause.id,
+                )
+            )
+        )
+        for other in others:
+            if other.rule not in held:
+                continue
+            still = [
+                o for o in others
+                if o.id != other.id and other.rule in rules.INHIBITS.get(o.rule, set())
+            ]
+            if still:
+                continue
+            if not other.announced:
+                why = f"held back by alert {cause.id} ({cause.rule}), which is over"
+                self._resolve(s, other, now, facts={"dropped": why}, dropped=True)
+                continue
+            account = self._accounts.get(other.account)
+            if other.state == "firing" and account is not None:
+                other.next_reminder_at = now + self.config.alerts.repeat_every
+                if other.next_escalation_at is not None:
+                    other.next_escalation_at = now + self.config.alerts.escalate_after
+
     def _resolve(
-        self, s: Session, alert: Alert, at: datetime, facts: dict[str, Any] | None = None
+        self,
+        s: Session,
+        alert: Alert,
+        at: datetime,
+        facts: dict[str, Any] | None = None,
+        *,
+        dropped: bool = False,
     ) -> None:
         now = self.clock.now()
         alert.state = "resolved"
@@ -429,9 +474,10 @@ class Engine:
             "alert_resolved",
             account=alert.account,
             mailbox=alert.subject if alert.concern == "mailbox" else None,
-            data=_alert_event_data(alert),
+            data=_alert_event_data(alert) | ({"dropped": True} if dropped else {}),
             at=now,
         )
+        self._release_inhibited(s, alert, now)
         if not alert.announced:
             return
         told = s.execute(
@@ -629,7 +675,38 @@ class Engine:
         )
         if a.concern == "mailbox":
             self._cost(s, a, f)
+        if a.rule == "quota":
+            self._latest_reading(s, a, f)
         return f
+
+    @staticmethod
+    def _latest_reading(s: Session, a: Alert, f: messages.AlertFacts) -> None:
+        """The figure of a quota message is the latest real reading, with its time: a reading
+        newer than the event that opened or grew the alert replaces the event's figures."""
+        subject = "mailbox" if a.concern == "mailbox" else "site"
+        row = s.scalar(
+            select(CapacityReading)
+            .where(
+                CapacityReading.subject == subject,
+                CapacityReading.name == a.subject,
+                CapacityReading.error.is_(None),
+                CapacityReading.used_bytes.is_not(None),
+                CapacityReading.limit_bytes.is_not(None),
+            )
+            .order_by(CapacityReading.at.desc(), CapacityReading.id.desc())
+            .limit(1)
+        )
+        if row is None or not row.limit_bytes:
+            return
+        stated = messages.parse_time(f.data.get("read_at"))
+        if stated is not None and row.at < stated:
+            return
+        f.data.update(
+            percent=100.0 * float(row.used_bytes or 0) / float(row.limit_bytes),
+            used_bytes=row.used_bytes,
+            limit_bytes=row.limit_bytes,
+            read_at=row.at.isoformat(),
+        )
 
     def _cost(self, s: Session, a: Alert, f: messages.AlertFacts) -> None:
         """Sign-ups for this mailbox held or sent to the fallback since the alert began."""

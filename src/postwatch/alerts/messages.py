@@ -72,7 +72,9 @@ T: dict[str, dict[str, str]] = {
             "mail server wrote is below."
         ),
         "quota.title": "{subject} is at {percent} of its space",
-        "quota.what": "{subject} uses {percent} of its space ({used} of {limit}).",
+        "quota.what": (
+            "{subject} uses {percent} of its space ({used} of {limit}, measured {read_at})."
+        ),
         "quota.todo.mailbox": "Clean up {subject} before it is full, or raise its quota.",
         "quota.todo.site": (
             "Remove old backups, caches and unused plugins from the site, or enlarge the "
@@ -155,7 +157,10 @@ T: dict[str, dict[str, str]] = {
             "de mailserver staat hieronder."
         ),
         "quota.title": "{subject} gebruikt {percent} van de ruimte",
-        "quota.what": "{subject} gebruikt {percent} van de ruimte ({used} van {limit}).",
+        "quota.what": (
+            "{subject} gebruikt {percent} van de ruimte ({used} van {limit}, gemeten "
+            "{read_at})."
+        ),
         "quota.todo.mailbox": "Ruim {subject} op voordat hij vol is, of verhoog het quotum.",
         "quota.todo.site": (
             "Verwijder oude back-ups, caches en ongebruikte plugins van de site, of vergroot "
@@ -258,6 +263,17 @@ class AlertFacts:
     fallback: list[str] = field(default_factory=list)
 
 
+def parse_time(value: Any) -> datetime | None:
+    """An ISO time from event data (None when absent, malformed or without a zone)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return dt if dt.tzinfo is not None else None
+
+
 def _fmt_args(f: AlertFacts, lang: str, tz: str) -> dict[str, Any]:
     d = f.data
     percent = d.get("percent")
@@ -277,6 +293,7 @@ def _fmt_args(f: AlertFacts, lang: str, tz: str) -> dict[str, Any]:
         "reason": REASONS.get(lang, {}).get(reason, reason),
         "error": str(d.get("error") or "?"),
         "full_at": full_txt,
+        "read_at": local(parse_time(d.get("read_at")), tz),
     }
 
 

@@ -167,7 +167,9 @@ def _capacity_subject(config: Config, ev: EventView) -> tuple[str, str, str] | N
     return acc, concern, name
 
 
-_QUOTA_KEYS = ("level", "percent", "used_bytes", "limit_bytes", "full_at", "growth_bytes_per_day")
+_QUOTA_KEYS = (
+    "level", "percent", "used_bytes", "limit_bytes", "full_at", "growth_bytes_per_day", "read_at",
+)
 
 
 def on_quota(config: Config, ev: EventView) -> list[Signal]:
@@ -176,14 +178,30 @@ def on_quota(config: Config, ev: EventView) -> list[Signal]:
         return []
     acc, concern, name = where
     facts = _facts(ev.data, *_QUOTA_KEYS)
+    facts.setdefault("read_at", ev.at.isoformat())
     if ev.kind == "quota_ok":
         return [Signal("resolve", acc, concern, name, ("quota", "forecast"), data=facts)]
+    percent = _number(ev.data.get("percent"))
+    level = _number(ev.data.get("level")) or 0.0
     if ev.kind == "quota_full":
+        if percent is None or percent < level:
+            # capacity's echo of a mailbox_full delivery event: the figure it carries is an
+            # older reading, not the cause. The mailbox_full alert is the alert of this
+            # incident; a second, critical one with a meaningless percentage is noise.
+            return []
         sev = "critical"
     else:
-        level = float(ev.data.get("level") or ev.data.get("percent") or 0)
         sev = "warning" if level >= 90 else "low"
     return [Signal("fire", acc, concern, name, ("quota",), sev, facts)]
+
+
+def _number(v: Any) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, int | float | str):
+        return None
+    try:
+        return float(v)
+    except ValueError:
+        return None
 
 
 def on_forecast(config: Config, ev: EventView) -> list[Signal]:
