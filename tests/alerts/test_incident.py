@@ -124,3 +124,61 @@ def test_the_figure_is_the_latest_reading_with_its_time(
     # the time of the reading, in the reader's zone (Marieke: Amsterdam, 14:05 UTC = 15:05)
     owner = sink.to("owner")[0]["body"]["message"]
     assert "15:05" in owner, owner
+
+
+def attempt_reports(db: Database, clock: ManualClock, *, job: int, attempt: int, sub: str,
+                    queue_id: str) -> None:
+    """The three reports of one delivery attempt through a relay: the MTA's log line (as the
+    watch records it, and as the delivery room's downstream attempt), and the DSN (as the
+    bounce reader records it, and as the delivery room's downstream attempt)."""
+    mid = f"{sub}.0@forms.hoster.example"
+    full = {"reason": "mailbox_full", "status": "5.2.2", "permanent": True}
+    with db.session() as s:
+        at = clock.now()
+        record_event(s, "delivery_failed", account="gym", mailbox=BOX, at=at,
+                     data=full | {"mailbox": BOX, "queue_id": queue_id,
+                                  "evidence": f"{queue_id}: to=<{BOX}>, status=bounced"})
+        record_event(s, "delivery_attempt", account="gym", mailbox=BOX, at=at,
+                     data=full | {"submission": sub, "job": job, "attempt": attempt,
+                                  "recipient": BOX, "result": "held", "queue_id": queue_id,
+                                  "message_id": mid, "key": f"log-{queue_id}"})
+        record_event(s, "delivery_failed", account="gym", mailbox=BOX, at=at,
+                     data=full | {"mailbox": BOX, "original_message_id": f"<{mid}>",
+                                  "diagnostic": "552 5.2.2 Mailbox full",
+                                  "evidence": "Undelivered Mail Returned to Sender"})
+        record_event(s, "delivery_attempt", account="gym", mailbox=BOX, at=at,
+                     data=full | {"submission": sub, "job": job, "attempt": attempt,
+                                  "recipient": BOX, "result": "held", "message_id": mid,
+                                  "key": f"dsn:<dsn-{queue_id}>:{BOX}"})
+        held = {"submission": sub, "job": job, "recipient": BOX, "reason": "mailbox_full"}
+        if attempt == 1:
+            record_event(s, "delivery_held", account="gym", mailbox=BOX, at=at, data=held)
+            record_event(s, "delivery_fallback", account="gym", mailbox=BOX, at=at,
+                         data=held | {"fallback": ["owner@private.example"]})
+
+
+def test_each_attempt_counts_once_and_sign_ups_are_named(
+    db: Database, tmp_path: Path, sink: WebhookSink, clock: ManualClock
+) -> None:
+    cfg = gym_config(tmp_path, sink)
+    eng = Engine(cfg, db, clock=clock)
+    for i in range(12):  # 12 sign-ups, each tried twice: 24 attempts, 96 reports
+        attempt_reports(db, clock, job=100 + i, attempt=1, sub=f"s{i:02d}", queue_id=f"A{i}")
+    for i in range(12):
+        attempt_reports(db, clock, job=100 + i, attempt=2, sub=f"s{i:02d}", queue_id=f"B{i}")
+    eng.step()
+    with db.session(readonly=True) as s:
+        alert = s.scalars(select(Alert)).one()
+        assert alert.count == 24
+    web = sink.to("webmaster")[0]["body"]["message"] if sink.to("webmaster") else ""
+    owner = sink.to("owner")[0]["body"]["message"]
+    assert "12 aanmeldingen getroffen (24 mislukte bezorgpogingen" in owner, owner
+    assert "12 website sign-ups" in web or web == ""
+    # the evidence is the server's words, not the DSN's subject line
+    assert "Returned to Sender" not in owner and "5.2.2" in owner
+    from postwatch.alerts.queries import list_alerts
+
+    with db.session(readonly=True) as s:
+        row = list_alerts(s, account="gym")[0]
+    assert row["count"] == 24 and row["signups"] == 12
+    assert not any(k.startswith("_") for k in row["data"])

@@ -31,11 +31,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from postwatch.alerts import channels as channels_mod
-from postwatch.alerts import links, messages, routing, rules, schedule
+from postwatch.alerts import links, messages, notices, routing, rules, schedule
 from postwatch.alerts.clock import Clock, SystemClock
 from postwatch.config import AccountConfig, Config, ContactConfig
 from postwatch.store import Database
-from postwatch.store.events import fetch_events, record_event
+from postwatch.store.events import record_event
 from postwatch.store.models import Event
 from postwatch.store.models_alerts import (
     Alert,
@@ -45,7 +45,6 @@ from postwatch.store.models_alerts import (
     AlertSilence,
     AlertState,
 )
-from postwatch.store.models_capacity import CapacityReading
 
 log = logging.getLogger("postwatch.alerts")
 
@@ -56,6 +55,7 @@ HOLE_WAIT = 2.0
 #: ...when the event after it is this recent (else the gap is an old rollback)
 RECENT = timedelta(seconds=30)
 _CANCELLED_BY_RESOLVE = "resolved before it was sent"
+DEDUPE = rules.DEDUPE
 #: contacts served at the same time by one step
 SEND_THREADS = 8
 #: event chunks (one short write transaction each) handled per step before due work and sending
@@ -290,11 +290,61 @@ class Engine:
                     if alert is not None:
                         self._resolve(s, alert, ev.at, facts=sig.data)
 
+    @staticmethod
+    def _count_once(
+        alert: Alert | None, sig: rules.Signal, ev: Event
+    ) -> tuple[int, dict[str, Any]]:
+        """(what the event adds to the alert's count, the alert's new bookkeeping).
+
+        The reports of one delivery attempt (the worker's reply, the MTA's log line, the DSN)
+        share names (``rules.attempt_keys``); names met together belong to one attempt. An
+        event whose names are all new adds its weight; one that names a known attempt adds
+        nothing; one that shows two attempts counted apart to be one takes one back. The
+        sign-ups the alert is about are remembered as a set."""
+        book = dict((alert.data.get(DEDUPE) if alert is not None else None) or {})
+        ids: dict[str, str] = dict(book.get("ids") or {})
+        subs = list(book.get("signups") or [])
+        view = rules.EventView(ev.id, ev.kind, ev.at, ev.account, ev.mailbox, ev.form, ev.data)
+        keys = rules.attempt_keys(view)
+        weight = sig.weight
+        if keys:
+            # a Message-ID is the same for every attempt of a job: a weak name. It joins an
+            # event to an attempt only when the event names nothing stronger, or when the
+            # attempt it points to was itself known by that weak name alone.
+            strong = {k for k in keys if not k.startswith("m:")}
+            weak = keys - strong
+            groups = {ids[k] for k in (strong or weak) if k in ids}
+            if strong:
+                groups |= {ids[k] for k in weak if k in ids and ids[k].startswith("m:")}
+            if groups:
+                weight = -(len(groups) - 1) if sig.weight else 0
+                canon = min(groups)
+                if len(groups) > 1:
+                    ids = {k: canon if g in groups else g for k, g in ids.items()}
+            else:
+                canon = min(strong or weak)
+            if strong and canon.startswith("m:"):
+                new = min(strong)
+                ids = {k: new if g == canon else g for k, g in ids.items()}
+                canon = new
+            for k in keys:
+                ids[k] = canon
+            if len(ids) > rules.MAX_REMEMBERED:
+                ids = dict(list(ids.items())[-rules.MAX_REMEMBERED:])
+        sub = rules.submission_of(view)
+        if sub is not None and sub not in subs:
+            subs.append(sub)
+        book["ids"] = ids
+        book["signups"] = subs[-rules.MAX_REMEMBERED:]
+        book["signup_count"] = max(int(book.get("signup_count") or 0), len(subs))
+        return weight, book
+
     def _fire(self, s: Session, sig: rules.Signal, ev: Event) -> None:
         key = rules.fingerprint(sig.account, sig.concern, sig.subject, sig.rule)
         alert = s.scalar(select(Alert).where(Alert.open_key == key))
         if alert is None:
             alert = self._reopen(s, key, ev)
+        weight, book = self._count_once(alert, sig, ev)
         if alert is None:
             alert = Alert(
                 fingerprint=key,
@@ -307,12 +357,12 @@ class Engine:
                 state="firing",
                 started_at=ev.at,
                 last_seen_at=ev.at,
-                count=sig.weight,
+                count=max(weight, 0),
                 level=0,
                 announced=False,
                 first_event=ev.id,
                 last_event=ev.id,
-                data=dict(sig.data),
+                data=dict(sig.data) | {DEDUPE: book},
             )
             self._by_count(alert)
             s.add(alert)
@@ -326,11 +376,11 @@ class Engine:
                 at=self.clock.now(),
             )
             return
-        # grouped: one alert, a count and the newest facts
-        alert.count += sig.weight
+        # grouped: one alert, a count (each attempt once) and the newest facts
+        alert.count = max(alert.count + weight, 1 if alert.count else 0)
         alert.last_seen_at = max(alert.last_seen_at, ev.at)
         alert.last_event = ev.id
-        alert.data = {**alert.data, **sig.data}
+        alert.data = {**alert.data, **sig.data, DEDUPE: book}
         severity = sig.severity
         if rules.RANK[severity] > rules.RANK[alert.severity]:
             alert.severity = severity
@@ -656,81 +706,7 @@ class Engine:
         return contact.timezone or self.config.alerts.timezone
 
     def facts(self, s: Session, a: Alert) -> messages.AlertFacts:
-        account = self._accounts.get(a.account)
-        f = messages.AlertFacts(
-            id=a.id,
-            rule=a.rule,
-            concern=a.concern,
-            subject=a.subject,
-            account_id=a.account,
-            account_name=account.name if account else None,
-            severity=a.severity,
-            started_at=a.started_at,
-            count=a.count,
-            data=dict(a.data),
-            fingerprint=a.fingerprint,
-            resolved_at=a.resolved_at,
-            acked_by=a.acked_by,
-            acked_at=a.acked_at,
-        )
-        if a.concern == "mailbox":
-            self._cost(s, a, f)
-        if a.rule == "quota":
-            self._latest_reading(s, a, f)
-        return f
-
-    @staticmethod
-    def _latest_reading(s: Session, a: Alert, f: messages.AlertFacts) -> None:
-        """The figure of a quota message is the latest real reading, with its time: a reading
-        newer than the event that opened or grew the alert replaces the event's figures."""
-        subject = "mailbox" if a.concern == "mailbox" else "site"
-        row = s.scalar(
-            select(CapacityReading)
-            .where(
-                CapacityReading.subject == subject,
-                CapacityReading.name == a.subject,
-                CapacityReading.error.is_(None),
-                CapacityReading.used_bytes.is_not(None),
-                CapacityReading.limit_bytes.is_not(None),
-            )
-            .order_by(CapacityReading.at.desc(), CapacityReading.id.desc())
-            .limit(1)
-        )
-        if row is None or not row.limit_bytes:
-            return
-        stated = messages.parse_time(f.data.get("read_at"))
-        if stated is not None and row.at < stated:
-            return
-        f.data.update(
-            percent=100.0 * float(row.used_bytes or 0) / float(row.limit_bytes),
-            used_bytes=row.used_bytes,
-            limit_bytes=row.limit_bytes,
-            read_at=row.at.isoformat(),
-        )
-
-    def _cost(self, s: Session, a: Alert, f: messages.AlertFacts) -> None:
-        """Sign-ups for this mailbox held or sent to the fallback since the alert began."""
-        since = a.started_at - timedelta(minutes=10)
-        evs = fetch_events(
-            s,
-            kinds=("delivery_held", "delivery_fallback"),
-            account=a.account,
-            since=since,
-            limit=20000,
-        )
-        subs: set[str] = set()
-        fallback: list[str] = []
-        first: datetime | None = None
-        for ev in evs:
-            if str(ev.data.get("recipient") or ev.mailbox or "").lower() != a.subject:
-                continue
-            subs.add(str(ev.data.get("submission") or ev.id))
-            first = ev.at if first is None else min(first, ev.at)
-            fb = ev.data.get("fallback") or []
-            for addr in fb if isinstance(fb, list) else [fb]:
-                if str(addr) not in fallback:
-                    fallback.append(str(addr))
-        f.held, f.held_since, f.fallback = len(subs), first, fallback
+        return notices.facts(self.config, s, a)
 
     def _notify(
         self,

@@ -87,7 +87,10 @@ def _facts(data: dict[str, Any], *keys: str) -> dict[str, Any]:
     return {k: data[k] for k in keys if k in data and data[k] is not None}
 
 
-_FAIL_KEYS = ("reason", "status", "evidence", "source", "permanent", "code", "reply", "queue_id")
+_FAIL_KEYS = (
+    "reason", "status", "evidence", "diagnostic", "source", "permanent", "code", "reply",
+    "queue_id",
+)
 
 
 def _delivery_problem(config: Config, ev: EventView, mailbox: str | None) -> list[Signal]:
@@ -196,12 +199,13 @@ def on_quota(config: Config, ev: EventView) -> list[Signal]:
 
 
 def _number(v: Any) -> float | None:
+    """A figure of an event (None when absent); a malformed one raises ValueError (the event
+    is then passed over and logged, like any event a rule cannot read)."""
+    if v is None:
+        return None
     if isinstance(v, bool) or not isinstance(v, int | float | str):
-        return None
-    try:
-        return float(v)
-    except ValueError:
-        return None
+        raise ValueError(f"not a number: {v!r}")
+    return float(v)
 
 
 def on_forecast(config: Config, ev: EventView) -> list[Signal]:
@@ -229,6 +233,55 @@ def on_quota_source_failed(config: Config, ev: EventView) -> list[Signal]:
         return []
     facts = _facts(ev.data, "source", "error")
     return [Signal("fire", acc, "monitoring", box.lower(), ("source",), "warning", facts)]
+
+
+#: how many attempt keys and sign-ups an alert remembers to count each once
+MAX_REMEMBERED = 2000
+#: the key of an alert's data that remembers the attempts and sign-ups it counted (keys that
+#: start with "_" are bookkeeping, not facts: left out of API answers)
+DEDUPE = "_counted"
+
+
+def signups(alert_data: dict[str, Any] | None) -> int:
+    """How many distinct sign-ups (form submissions) an alert's events were about."""
+    book = (alert_data or {}).get(DEDUPE)
+    if not isinstance(book, dict):
+        return 0
+    try:
+        return int(book.get("signup_count") or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def attempt_keys(ev: EventView) -> set[str]:
+    """The names of the delivery attempt an event reports (empty when it names none).
+
+    The worker's reply, the MTA's log line and the DSN of one attempt are three events about
+    one attempt: they share a name, so the attempt is counted once. Keys read (defensively,
+    whatever the payload's shape): ``job`` + ``attempt`` (the delivery room's attempt),
+    ``queue_id`` (the MTA's queue id of the hand-over), and a DSN's ``original_message_id``,
+    which the delivery room's DSN-based ``delivery_attempt`` repeats as ``message_id`` (its
+    ``key`` starts with ``dsn:``)."""
+    d = ev.data
+    keys: set[str] = set()
+    job, attempt = d.get("job", d.get("job_id")), d.get("attempt")
+    if job is not None and attempt is not None and not isinstance(attempt, bool):
+        keys.add(f"a:{job}:{attempt}")
+    queue_id = d.get("queue_id")
+    if isinstance(queue_id, str) and queue_id and queue_id.upper() != "NOQUEUE":
+        keys.add(f"q:{queue_id}")
+    mid = d.get("original_message_id")
+    if mid is None and str(d.get("key") or "").startswith("dsn:"):
+        mid = d.get("message_id")
+    if isinstance(mid, str) and mid.strip("<> "):
+        keys.add(f"m:{mid.strip().strip('<>').lower()}")
+    return keys
+
+
+def submission_of(ev: EventView) -> str | None:
+    """The form submission (sign-up) an event is about, when it says."""
+    sub = ev.data.get("submission", ev.data.get("submission_id"))
+    return str(sub) if sub is not None and not isinstance(sub, bool) else None
 
 
 RuleFn = Callable[[Config, EventView], list[Signal]]
