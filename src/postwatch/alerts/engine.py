@@ -19,11 +19,10 @@ Nothing lives only in memory: after a restart the next step carries on from the 
 from __future__ import annotations
 
 import logging
-import time as _time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
@@ -36,6 +35,7 @@ from postwatch.alerts.clock import Clock, SystemClock
 from postwatch.config import AccountConfig, Config, ContactConfig
 from postwatch.store import Database
 from postwatch.store.events import record_event
+from postwatch.store.follower import EventFollower
 from postwatch.store.models import Event
 from postwatch.store.models_alerts import (
     Alert,
@@ -50,10 +50,6 @@ log = logging.getLogger("postwatch.alerts")
 
 Sender = Callable[[str, str, str], tuple[bool, str | None]]
 OPEN = ("firing", "acknowledged")
-#: a gap in event ids is waited for this long (PostgreSQL commits out of id order)...
-HOLE_WAIT = 2.0
-#: ...when the event after it is this recent (else the gap is an old rollback)
-RECENT = timedelta(seconds=30)
 _CANCELLED_BY_RESOLVE = "resolved before it was sent"
 DEDUPE = rules.DEDUPE
 #: contacts served at the same time by one step
@@ -147,7 +143,9 @@ class Engine:
         self.batch = batch
         #: ...out of at most this many new events read per chunk
         self.scan = scan
-        self._hole_seen: dict[int, float] = {}
+        self.follower = EventFollower(
+            db, "alerts", kinds=rules.RULES.keys(), start=self._start, batch=batch, scan=scan
+        )
         #: digest times already handled (a cache of alert_state rows, saves a query a step)
         self._digest_done: dict[str, datetime] = {}
         #: events and alerts that raised (logged once each)
@@ -158,16 +156,11 @@ class Engine:
     def step(self) -> int:
         """Do everything that is due now; returns how much work was done (0 = idle).
 
-        Each part runs in short transactions of its own: new events in chunks of at most
-        ``batch`` rule-relevant events (the cursor moves with each chunk), then the due work,
-        then sending (outside any transaction). On SQLite the write lock is shared with form
-        intake, so no transaction here holds it for long."""
-        work = 0
-        for _ in range(MAX_CHUNKS_PER_STEP):
-            done, more = self._events_chunk()
-            work += done
-            if not more:
-                break
+        Each part runs in short transactions of its own: new events through the store's event
+        follower (chunks of at most ``batch`` rule-relevant events, the cursor moving with
+        each chunk), then the due work, then sending (outside any transaction). On SQLite the
+        write lock is shared with form intake, so no transaction here holds it for long."""
+        work = self.follower.step(self._apply, lock=self._lock, max_chunks=MAX_CHUNKS_PER_STEP)
         with self.db.session() as s:
             self._lock(s)
             work += self.tick(s)
@@ -182,99 +175,17 @@ class Engine:
             s.get(AlertState, "cursor", with_for_update=True, populate_existing=True)
 
     # ------------------------------------------------------------------ 1. events
-    def _plan(self, cursor: int, rows: Sequence[Any]) -> tuple[int, list[int], bool]:
-        """Of ``rows`` (id, kind, at) after ``cursor``: the id the cursor may move to, the ids
-        that have rules (at most ``batch``), and whether to stop at a gap (PostgreSQL hands out
-        ids before commit: an older id may still be committing, so wait for it a moment)."""
-        upto, wanted = cursor, list[int]()
-        now = datetime.now(UTC)
-        for ev_id, kind, at in rows:
-            if (
-                ev_id != upto + 1
-                and not self.db.is_sqlite
-                and at > now - RECENT
-                and self._young_hole(upto + 1)
-            ):
-                return upto, wanted, True
-            if kind in rules.RULES:
-                if len(wanted) >= self.batch:
-                    break
-                wanted.append(ev_id)
-            upto = ev_id
-        return upto, wanted, False
-
-    def _read_cursor(self, s: Session) -> int:
+    @staticmethod
+    def _start(s: Session) -> int:
+        """Where the alerts follower starts the first time: the cursor an older postwatch kept
+        in ``alert_state`` (so an upgrade neither repeats nor skips events), else the start."""
         row = s.get(AlertState, "cursor")
         return int(row.value) if row is not None else 0
 
-    def _events_chunk(self) -> tuple[int, bool]:
-        """Apply one chunk of new events in one short write transaction.
-
-        The ids and kinds after the cursor are read first in a read-only transaction (no
-        write lock); the write transaction then checks that the cursor has not moved (another
-        process may have taken the chunk: then nothing is applied), applies the events that
-        have rules and moves the cursor: exactly once. Returns (events passed, more waiting)."""
-        with self.db.session(readonly=True) as s:
-            cursor = self._read_cursor(s)
-            rows = s.execute(
-                select(Event.id, Event.kind, Event.at)
-                .where(Event.id > cursor)
-                .order_by(Event.id)
-                .limit(self.scan)
-            ).all()
-        if not rows:
-            return 0, False
-        upto, wanted, hole = self._plan(cursor, rows)
-        if upto == cursor:
-            return 0, False
-        with self.db.session() as s:
-            self._lock(s)
-            row = s.get(AlertState, "cursor")
-            assert row is not None
-            if int(row.value) != cursor:
-                return 0, True  # another engine moved it meanwhile: read again
-            if wanted:
-                evs = s.scalars(select(Event).where(Event.id.in_(wanted)).order_by(Event.id))
-                for ev in evs.all():
-                    self._guarded(s, f"event {ev.id} ({ev.kind})", self._apply, s, ev)
-            row.value = str(upto)
-        passed = sum(1 for r in rows if r[0] <= upto)
-        return passed, not hole and (upto != rows[-1][0] or len(rows) >= self.scan)
-
     def process_events(self, s: Session) -> int:
         """Apply every new event inside the caller's write transaction (which holds the
-        cursor lock); ``step`` uses short transactions of its own instead."""
-        row = s.get(AlertState, "cursor")
-        assert row is not None
-        done = 0
-        while True:
-            cursor = int(row.value)
-            rows = s.execute(
-                select(Event.id, Event.kind, Event.at)
-                .where(Event.id > cursor)
-                .order_by(Event.id)
-                .limit(self.scan)
-            ).all()
-            if not rows:
-                break
-            upto, wanted, hole = self._plan(cursor, rows)
-            if wanted:
-                evs = s.scalars(select(Event).where(Event.id.in_(wanted)).order_by(Event.id))
-                for ev in evs.all():
-                    self._guarded(s, f"event {ev.id} ({ev.kind})", self._apply, s, ev)
-            row.value = str(upto)
-            s.flush()
-            done += sum(1 for r in rows if r[0] <= upto)
-            if hole or upto == cursor or (upto == rows[-1][0] and len(rows) < self.scan):
-                break
-        return done
-
-    def _young_hole(self, missing_id: int) -> bool:
-        first = self._hole_seen.setdefault(missing_id, _time.monotonic())
-        if _time.monotonic() - first < HOLE_WAIT:
-            return True
-        self._hole_seen.pop(missing_id, None)
-        return False
+        step lock); ``step`` uses short transactions of its own instead."""
+        return self.follower.follow_in(s, self._apply)
 
     def _apply(self, s: Session, ev: Event) -> None:
         view = rules.EventView(ev.id, ev.kind, ev.at, ev.account, ev.mailbox, ev.form, ev.data)

@@ -9,12 +9,15 @@ import contextlib
 import logging
 import time
 
+from sqlalchemy.orm import Session
+
 from postwatch.capacity.core import Poller, mailbox_full_signal
 from postwatch.capacity.retention import Pruner
 from postwatch.config import Config
 from postwatch.rooms import Service
 from postwatch.store import Database, StoreUnavailable
-from postwatch.store.events import fetch_events, last_event_id
+from postwatch.store.follower import EventFollower, from_end
+from postwatch.store.models import Event
 
 log = logging.getLogger("postwatch.capacity")
 
@@ -31,7 +34,9 @@ class CapacityService:
         self.db = db
         self.poller = Poller(config, db)
         self.pruner = Pruner(config, db)
-        self.cursor: int | None = None
+        #: the store's event follower: a persisted cursor shared by every capacity process, so
+        #: a restart or a second process neither misses nor repeats a mailbox_full event
+        self.follower = EventFollower(db, "capacity", kinds=("mailbox_full",), start=from_end)
 
     async def run(self, stop: asyncio.Event) -> None:
         cap = self.config.capacity
@@ -57,20 +62,17 @@ class CapacityService:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=max(wait, 0.05))
 
-    def follow_events(self) -> None:
-        """``mailbox_full`` events newer than the cursor make ``quota_full`` (once per crossing).
+    def follow_events(self) -> int:
+        """``mailbox_full`` events after the cursor make ``quota_full`` (once per crossing: the
+        hysteresis state in ``capacity_state`` and the follower's exactly-once cursor).
 
-        Episodes already open at start-up are seen by the first poll (it checks open episodes).
-        """
-        with self.db.session() as s:
-            if self.cursor is None:
-                self.cursor = last_event_id(s)
-                return
-            new = fetch_events(s, kinds=["mailbox_full"], after_id=self.cursor, limit=500)
-            for ev in new:
-                if ev.mailbox:
-                    mailbox_full_signal(s, self.config, ev.mailbox)
-                self.cursor = ev.id
+        The first start follows from the newest event; episodes already open then are seen by
+        the first poll (it checks open episodes). Returns the number of events passed."""
+        return self.follower.step(self._on_event)
+
+    def _on_event(self, s: Session, ev: Event) -> None:
+        if ev.mailbox:
+            mailbox_full_signal(s, self.config, ev.mailbox)
 
 
 def build_services(config: Config, db: Database) -> list[Service]:
