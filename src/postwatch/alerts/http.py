@@ -20,8 +20,8 @@ from fastapi.responses import HTMLResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from postwatch.alerts import links, messages, queries
-from postwatch.alerts.engine import Engine, acknowledge
+from postwatch.alerts import links, messages, notices, queries
+from postwatch.alerts.lifecycle import acknowledge
 from postwatch.config import Config
 from postwatch.store import Database
 from postwatch.store.models_alerts import Alert
@@ -154,7 +154,7 @@ def _describe(config: Config, s: Session, a: Alert, lang: str, tz: str) -> str:
     """The alert as a heading and a short list of facts (what it costs, what to do, the
     evidence), every value escaped. The facts are the ones the messages are made of."""
     t, m = _L[lang], messages.T[lang]
-    f = Engine(config, Database.__new__(Database)).facts(s, a)
+    f = notices.facts(config, s, a)
     try:
         args = messages.fmt_args(f, lang, tz)
         head = messages.clean_title(m.get(f"{a.rule}.title", a.rule).format(**args))

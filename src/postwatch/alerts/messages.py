@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -226,6 +226,17 @@ REASONS = {
         "other": "andere fout",
     }
 }
+
+
+def fmt_duration(td: timedelta) -> str:
+    s = int(td.total_seconds())
+    if s % 86400 == 0 and s:
+        return f"{s // 86400}d"
+    if s % 3600 == 0 and s:
+        return f"{s // 3600}h"
+    if s % 60 == 0 and s:
+        return f"{s // 60} min"
+    return f"{s}s"
 
 
 def clean_title(text: str) -> str:

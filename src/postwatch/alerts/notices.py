@@ -14,10 +14,11 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from postwatch.alerts import messages, rules
-from postwatch.config import Config
+from postwatch.alerts import links, messages, routing, rules
+from postwatch.alerts.suppression import Suppression
+from postwatch.config import AccountConfig, Config, ContactConfig
 from postwatch.store.events import fetch_events
-from postwatch.store.models_alerts import Alert
+from postwatch.store.models_alerts import Alert, AlertNotification
 from postwatch.store.models_capacity import CapacityReading
 
 #: events that say a sign-up for a mailbox was held back or sent to the fallback
@@ -124,3 +125,78 @@ def cost(s: Session, a: Alert, f: messages.AlertFacts) -> None:
         if sub in subs:
             done.add(sub)
     f.delivered = len(done)
+
+
+class Notices:
+    """Facts and the messages made of them: one ``alert_notifications`` row per person and
+    kind, rendered in the person's language and time zone, not before the end of the person's
+    quiet hours (only the start and the escalation of a critical alert break them), and a
+    "resolved" message only after ``alerts.flap_hold`` (if it comes back, nobody is told)."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+    def facts(self, s: Session, a: Alert) -> messages.AlertFacts:
+        return facts(self.config, s, a)
+
+    def tz(self, contact: ContactConfig) -> str:
+        return contact.timezone or self.config.alerts.timezone
+
+    def notify(
+        self,
+        s: Session,
+        a: Alert,
+        account: AccountConfig,
+        contact: ContactConfig,
+        kind: str,
+        now: datetime,
+    ) -> AlertNotification | None:
+        if kind == "reminder":
+            waiting = s.scalar(
+                select(AlertNotification.id).where(
+                    AlertNotification.alert_id == a.id,
+                    AlertNotification.contact == contact.name,
+                    AlertNotification.state.in_(("pending", "sending")),
+                )
+            )
+            if waiting is not None:
+                return None  # the earlier message has not gone out yet: no reminder on top
+        tz = self.tz(contact)
+        secret = links.link_secret(self.config, s)
+        token = links.make_token(secret, a.id, contact.name, now)
+        url = links.ack_url(self.config, token)
+        title, body = messages.render(
+            facts(self.config, s, a),
+            kind=kind,
+            lang=contact.language,
+            tz=tz,
+            now=now,
+            ack_url=url,
+            ack_until=now + self.config.alerts.ack_link_ttl if url else None,
+            role=contact.role,
+            escalate_after=messages.fmt_duration(self.config.alerts.escalate_after),
+        )
+        not_before = now
+        if kind == "resolved":  # wait a moment: if it comes back, nobody is told it is over
+            not_before = now + self.config.alerts.flap_hold
+        quiet_end = Suppression.quiet_until(contact, tz, a.severity, kind, now)
+        if quiet_end is not None:
+            not_before = max(not_before, quiet_end)
+        n = AlertNotification(
+            alert_id=a.id,
+            account=account.id,
+            contact=contact.name,
+            contact_key=routing.contact_key(account, contact),
+            role=contact.role,
+            kind=kind,
+            language=contact.language,
+            title=title,
+            body=body,
+            state="pending",
+            created_at=now,
+            not_before=not_before,
+            rounds=0,
+            data={},
+        )
+        s.add(n)
+        return n
