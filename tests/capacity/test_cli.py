@@ -270,3 +270,29 @@ async def test_hook_posts_to_the_running_service(db: Database, tmp_path: Path) -
     with db.session(readonly=True) as s:
         evs = fetch_events(s, kinds=["quota_warning"])
     assert len(evs) == 1 and evs[0].data["level"] == 80
+
+
+def test_hook_strict_is_a_wiring_test_that_alerts_nobody(db: Database, tmp_path: Path) -> None:
+    """Issue 10 item 2: `--strict` ("for testing the wiring") recorded a real reading and the
+    customer was alerted "at 95%" while the mailbox was at 22 %."""
+    from postwatch.alerts.engine import Engine
+    from postwatch.capacity.conditions import current_state
+
+    path = write_config(tmp_path, db.url, port=closed_port())
+    res = cli("hook", "quota-warning", "-c", str(path), "--user", "info@gym.example",
+              "--percent", "95", "--strict")
+    assert res.exit_code == 0, res.stderr
+    assert "wiring ok" in res.stdout and "nobody alerted" in res.stdout
+    with db.session(readonly=True) as s:
+        assert fetch_events(s, kinds=["quota_warning", "quota_full"]) == []
+        tests = fetch_events(s, kinds=["hook_test"])
+        assert len(tests) == 1 and tests[0].account == "gym" and tests[0].data["known"]
+        assert current_state(s, "mailbox", "info@gym.example") is None
+    eng = Engine(load_config(path), db)
+    eng.step()
+    with db.session(readonly=True) as s:
+        assert fetch_events(s, kinds=["alert_fired", "notification_sent"]) == []
+    # the real hook afterwards still warns once
+    real = cli("hook", "quota-warning", "-c", str(path), "--user", "info@gym.example",
+               "--percent", "95")
+    assert "quota_warning" in real.stdout

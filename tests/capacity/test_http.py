@@ -56,3 +56,13 @@ async def test_unknown_user_is_recorded_without_an_account(db: Database, tmp_pat
     with db.session(readonly=True) as s:
         ev = fetch_events(s, kinds=["quota_warning"])[0]
     assert ev.account is None and ev.mailbox == "stranger@else.example"
+
+
+async def test_a_wiring_test_is_no_reading(db: Database, tmp_path: Path) -> None:
+    app = create_app(capacity_config(tmp_path), db)
+    async with client(app, "127.0.0.1") as c:
+        res = await c.post(URL, json=BODY | {"test": True})
+        assert res.status_code == 200 and res.json()["events"] == ["hook_test"]
+        assert (await c.post(URL, json=BODY)).json()["events"] == ["quota_warning"]
+    with db.session(readonly=True) as s:
+        assert len(fetch_events(s, kinds=["quota_warning"])) == 1

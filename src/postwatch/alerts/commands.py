@@ -135,7 +135,7 @@ def register(app: typer.Typer) -> None:
         """Every contact's channels (masked) with their last result and error."""
         from postwatch.alerts import channels as ch
         from postwatch.alerts import routing
-        from postwatch.alerts.engine import Engine
+        from postwatch.alerts.dispatch import channel_status
         from postwatch.cli_kit import open_config, open_store
         from postwatch.store.models_alerts import AlertChannel
 
@@ -160,7 +160,7 @@ def register(app: typer.Typer) -> None:
                             f"Test message for {c.name} ({acc.id}) from postwatch.",
                         )
                         with db.session() as s:
-                            Engine._channel_status(s, key, info.index, info.masked, ok, err, now)
+                            channel_status(s, key, info.index, info.masked, ok, err, now)
                     with db.session(readonly=True) as s:
                         st = s.get(AlertChannel, (key, info.index))
                         if st is None:

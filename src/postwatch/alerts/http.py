@@ -18,9 +18,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Header, HTTPException
 from fastapi.responses import HTMLResponse
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from postwatch.alerts import links, messages, queries
-from postwatch.alerts.engine import acknowledge
+from postwatch.alerts import links, messages, notices, queries
+from postwatch.alerts.lifecycle import acknowledge
 from postwatch.config import Config
 from postwatch.store import Database
 from postwatch.store.models_alerts import Alert
@@ -95,7 +96,7 @@ _L = {
             "acknowledge it for you."
         ),
         "gone": "This alert no longer exists.",
-        "count": "Times seen",
+        "count": "How much",
         "state": "State",
         "severity": "Severity",
     },
@@ -122,7 +123,7 @@ _L = {
             "hem voor u te bevestigen."
         ),
         "gone": "Deze melding bestaat niet meer.",
-        "count": "Aantal keer gezien",
+        "count": "Hoeveel",
         "state": "Status",
         "severity": "Ernst",
     },
@@ -135,49 +136,50 @@ def _page(title: str, body: str, status: int = 200, lang: str = "en") -> HTMLRes
 
 
 def _reader(config: Config, account_id: str, contact: str) -> tuple[str, str]:
-    """(language, timezone) of the contact the link was sent to; English and UTC otherwise."""
+    """(language, timezone) of the contact the link was sent to; English and the
+    ``[alerts] timezone`` otherwise."""
+    fallback = config.alerts.timezone
     try:
         account = config.account(account_id)
     except KeyError:
-        return "en", "UTC"
+        return "en", fallback
     for c in account.contacts:
         if c.name == contact:
             lang = c.language if c.language in _L else "en"
-            return lang, c.timezone or "UTC"
-    return "en", "UTC"
+            return lang, c.timezone or fallback
+    return "en", fallback
 
 
-def _describe(config: Config, a: Alert, lang: str, tz: str) -> str:
-    """The alert as a heading and a short list of facts, every value escaped."""
+def _describe(config: Config, s: Session, a: Alert, lang: str, tz: str) -> str:
+    """The alert as a heading and a short list of facts (what it costs, what to do, the
+    evidence), every value escaped. The facts are the ones the messages are made of."""
     t, m = _L[lang], messages.T[lang]
+    f = notices.facts(config, s, a)
     try:
-        account_name = config.account(a.account).name
-    except KeyError:
-        account_name = None
-    f = messages.AlertFacts(
-        id=a.id, rule=a.rule, concern=a.concern, subject=a.subject, account_id=a.account,
-        account_name=account_name, severity=a.severity, started_at=a.started_at,
-        count=a.count, data=dict(a.data or {}), fingerprint=a.fingerprint,
-    )
-    try:
-        args = messages._fmt_args(f, lang, tz)
+        args = messages.fmt_args(f, lang, tz)
         head = messages.clean_title(m.get(f"{a.rule}.title", a.rule).format(**args))
         head = head[:1].upper() + head[1:]
         what = m.get(f"{a.rule}.what", "").format(**args)
+        todo = messages.todo_text(f, lang, tz) if a.state != "resolved" else ""
     except (KeyError, ValueError, IndexError):
-        head, what = a.rule, ""
+        head, what, todo = a.rule, "", ""
     sev = a.severity if a.severity in ("critical", "warning") else ""
     state_cls = {"acknowledged": "ok", "resolved": "ok"}.get(a.state, sev)
-    acct = f"{account_name} ({a.account})" if account_name else a.account
+    acct = f"{f.account_name} ({a.account})" if f.account_name else a.account
     rows = [
         (m["account"], escape(acct)),
         (m["address"], f"<code>{escape(a.subject)}</code>"),
         (m["since"], escape(messages.local(a.started_at, tz))),
-        (t["count"], str(int(a.count))),
+        (t["count"], escape(messages.count_text(f, lang))),
     ]
-    evidence = (a.data or {}).get("evidence")
+    cost = messages.cost_text(f, lang, tz, datetime.now(UTC))
+    if cost:
+        rows.append((m["cost"], escape(cost)))
+    if todo:
+        rows.append((m["todo"], escape(todo)))
+    evidence = messages.evidence_text(f.data)
     if evidence:
-        rows.append((m["evidence"], f"<code>{escape(str(evidence)[:400])}</code>"))
+        rows.append((m["evidence"], f"<code>{escape(evidence)}</code>"))
     facts = "".join(f"<dt>{escape(k)}</dt><dd>{v}</dd>" for k, v in rows)
     return (
         f'<p><span class="tag {escape(sev)}">{escape(m.get(a.severity, a.severity))}</span> '
@@ -218,7 +220,7 @@ def routes(config: Config, db: Database) -> APIRouter:
                 return _page(_L["en"]["page"], f"<h1>{escape(_L['en']['gone'])}</h1>", 404)
             lang, tz = _reader(config, a.account, c.contact)
             t = _L[lang]
-            what = _describe(config, a, lang, tz)
+            what = _describe(config, s, a, lang, tz)
             state = a.state
             done = ""
             if a.acked_by and a.acked_at:
@@ -253,7 +255,7 @@ def routes(config: Config, db: Database) -> APIRouter:
                 return _page(_L["en"]["page"], f"<h1>{escape(_L['en']['gone'])}</h1>", 404)
             lang, tz = _reader(config, a.account, c.contact)
             t = _L[lang]
-            what = _describe(config, a, lang, tz)
+            what = _describe(config, s, a, lang, tz)
         body = (
             f'<div class="done" role="status"><strong>&#10003; {escape(t["done"])}</strong>'
             f'<p>{escape(t["done_note"])}</p>'

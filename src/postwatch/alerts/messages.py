@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -29,6 +29,8 @@ T: dict[str, dict[str, str]] = {
         "address": "Address",
         "since": "Since",
         "count": "{n} failed deliveries counted",
+        "count_signups": "{k} sign-ups affected ({n} failed delivery attempts, each counted once)",
+        "count_signups1": "1 sign-up affected ({n} failed delivery attempts, each counted once)",
         "count1": "seen {n} times",
         "cost": "What it costs",
         "cost_text": (
@@ -46,6 +48,14 @@ T: dict[str, dict[str, str]] = {
         "cost_nofb1": (
             "1 website sign-up could not be delivered since {since}; it is kept and "
             "will be delivered when the mailbox takes mail again."
+        ),
+        "cost_done": (
+            "{n} website sign-ups could not be delivered from {since}; they were kept and "
+            "sent to {fallback}, and {d} of them are now delivered to {subject}."
+        ),
+        "cost_done_nofb": (
+            "{n} website sign-ups could not be delivered from {since}; they were kept, and "
+            "{d} of them are now delivered to {subject}."
         ),
         "todo": "What to do",
         "evidence": "Evidence",
@@ -72,7 +82,9 @@ T: dict[str, dict[str, str]] = {
             "mail server wrote is below."
         ),
         "quota.title": "{subject} is at {percent} of its space",
-        "quota.what": "{subject} uses {percent} of its space ({used} of {limit}).",
+        "quota.what": (
+            "{subject} uses {percent} of its space ({used} of {limit}, measured {read_at})."
+        ),
         "quota.todo.mailbox": "Clean up {subject} before it is full, or raise its quota.",
         "quota.todo.site": (
             "Remove old backups, caches and unused plugins from the site, or enlarge the "
@@ -111,6 +123,12 @@ T: dict[str, dict[str, str]] = {
         "address": "Adres",
         "since": "Sinds",
         "count": "{n} mislukte bezorgingen geteld",
+        "count_signups": (
+            "{k} aanmeldingen getroffen ({n} mislukte bezorgpogingen, elk één keer geteld)"
+        ),
+        "count_signups1": (
+            "1 aanmelding getroffen ({n} mislukte bezorgpogingen, elk één keer geteld)"
+        ),
         "count1": "{n} keer gezien",
         "cost": "Wat het kost",
         "cost_text": (
@@ -128,6 +146,14 @@ T: dict[str, dict[str, str]] = {
         "cost_nofb1": (
             "1 aanmelding via de website kon sinds {since} niet worden bezorgd; hij is "
             "bewaard en wordt bezorgd zodra de mailbox weer mail aanneemt."
+        ),
+        "cost_done": (
+            "{n} aanmeldingen via de website konden vanaf {since} niet worden bezorgd; ze zijn "
+            "bewaard en doorgestuurd naar {fallback}, en {d} ervan zijn nu bezorgd bij {subject}."
+        ),
+        "cost_done_nofb": (
+            "{n} aanmeldingen via de website konden vanaf {since} niet worden bezorgd; ze zijn "
+            "bewaard, en {d} ervan zijn nu bezorgd bij {subject}."
         ),
         "todo": "Wat te doen",
         "evidence": "Bewijs",
@@ -155,7 +181,10 @@ T: dict[str, dict[str, str]] = {
             "de mailserver staat hieronder."
         ),
         "quota.title": "{subject} gebruikt {percent} van de ruimte",
-        "quota.what": "{subject} gebruikt {percent} van de ruimte ({used} van {limit}).",
+        "quota.what": (
+            "{subject} gebruikt {percent} van de ruimte ({used} van {limit}, gemeten "
+            "{read_at})."
+        ),
         "quota.todo.mailbox": "Ruim {subject} op voordat hij vol is, of verhoog het quotum.",
         "quota.todo.site": (
             "Verwijder oude back-ups, caches en ongebruikte plugins van de site, of vergroot "
@@ -197,6 +226,17 @@ REASONS = {
         "other": "andere fout",
     }
 }
+
+
+def fmt_duration(td: timedelta) -> str:
+    s = int(td.total_seconds())
+    if s % 86400 == 0 and s:
+        return f"{s // 86400}d"
+    if s % 3600 == 0 and s:
+        return f"{s // 3600}h"
+    if s % 60 == 0 and s:
+        return f"{s // 60} min"
+    return f"{s}s"
 
 
 def clean_title(text: str) -> str:
@@ -256,9 +296,26 @@ class AlertFacts:
     held: int = 0
     held_since: datetime | None = None
     fallback: list[str] = field(default_factory=list)
+    #: distinct sign-ups (form submissions) the alert's events were about (0: unknown/none)
+    signups: int = 0
+    #: of the ``held`` sign-ups, how many reached the mailbox since
+    delivered: int = 0
+    #: a site's configured name (``[[accounts.sites]] name``)
+    subject_name: str | None = None
 
 
-def _fmt_args(f: AlertFacts, lang: str, tz: str) -> dict[str, Any]:
+def parse_time(value: Any) -> datetime | None:
+    """An ISO time from event data (None when absent, malformed or without a zone)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return dt if dt.tzinfo is not None else None
+
+
+def fmt_args(f: AlertFacts, lang: str, tz: str) -> dict[str, Any]:
     d = f.data
     percent = d.get("percent")
     reason = str(d.get("reason") or "?")
@@ -269,20 +326,87 @@ def _fmt_args(f: AlertFacts, lang: str, tz: str) -> dict[str, Any]:
             full_txt = local(datetime.fromisoformat(full_at), tz)
         except ValueError:
             full_txt = full_at
+    subject = f"{f.subject_name} ({f.subject})" if f.subject_name else f.subject
     return {
-        "subject": f.subject,
+        "subject": subject,
         "percent": f"{float(percent):.0f}%" if isinstance(percent, int | float) else "?%",
         "used": _size(d.get("used_bytes")),
         "limit": _size(d.get("limit_bytes")),
         "reason": REASONS.get(lang, {}).get(reason, reason),
         "error": str(d.get("error") or "?"),
         "full_at": full_txt,
+        "read_at": local(parse_time(d.get("read_at")), tz),
     }
+
+
+def cost_text(
+    f: AlertFacts, lang: str, tz: str, now: datetime, *, resolved: bool | None = None
+) -> str:
+    """What it costs ('' when no sign-up was held): while it lasts, the sign-ups are kept and
+    were sent to the fallback; once it is over, how many of them are now delivered."""
+    if not f.held:
+        return ""
+    t = T[lang]
+    since = _when(f.held_since or f.started_at, tz, now)
+    fallback = ", ".join(f.fallback)
+    if resolved is None:
+        resolved = f.resolved_at is not None
+    if resolved:
+        key = "cost_done" if f.fallback else "cost_done_nofb"
+        return t[key].format(n=f.held, since=since, fallback=fallback, d=f.delivered,
+                             subject=f.subject)
+    key = ("cost_text" if f.fallback else "cost_nofb") + ("1" if f.held == 1 else "")
+    return t[key].format(n=f.held, since=since, fallback=fallback)
+
+
+def todo_text(f: AlertFacts, lang: str, tz: str) -> str:
+    t = T[lang]
+    key = f"{f.rule}.todo"
+    if f.rule == "quota":
+        key = f"quota.todo.{'mailbox' if f.concern == 'mailbox' else 'site'}"
+    return t.get(key, "").format(**fmt_args(f, lang, tz))
+
+
+#: subject lines of delivery status notifications: they name no cause, so they are no evidence
+_DSN_SUBJECTS = re.compile(
+    r"undeliver|returned to sender|delivery status notification|failure notice|"
+    r"mail delivery (failed|system)|non[- ]?delivery|unzustellbar|onbestelbaar",
+    re.IGNORECASE,
+)
+
+
+def evidence_text(data: dict[str, Any], limit: int = 400) -> str:
+    """The evidence to show: the server's own words (a DSN's diagnostic, a reply, the log
+    line), never just a bounce's subject line."""
+    evidence = str(data.get("evidence") or "")
+    diagnostic = str(data.get("diagnostic") or "")
+    reply = str(data.get("reply") or "")
+    status = str(data.get("status") or "")
+    if diagnostic and (not evidence or _DSN_SUBJECTS.search(evidence) or len(evidence) < 80):
+        text = f"{status} {diagnostic}".strip() if status not in diagnostic else diagnostic
+        return text[:limit]
+    if evidence and _DSN_SUBJECTS.search(evidence) and reply:
+        return reply[:limit]
+    return evidence[:limit]
+
+
+def count_text(f: AlertFacts, lang: str) -> str:
+    """How much happened: sign-ups when the alert is about form mail, else the failures (each
+    attempt once) or the times seen."""
+    t = T[lang]
+    n = max(1, f.count)
+    if f.rule in ("mailbox_full", "delivery"):
+        if f.signups:
+            return t["count_signups1" if f.signups == 1 else "count_signups"].format(
+                k=f.signups, n=n
+            )
+        return t["count"].format(n=n)
+    return t["count1"].format(n=n)
 
 
 def title(f: AlertFacts, kind: str, lang: str, tz: str) -> str:
     t = T[lang]
-    head = t.get(f"{f.rule}.title", f.rule).format(**_fmt_args(f, lang, tz))
+    head = t.get(f"{f.rule}.title", f.rule).format(**fmt_args(f, lang, tz))
     sev = "" if kind == "resolved" else f"[{t[f.severity]}] "
     return clean_title(f"{t[kind]}{sev}{f.account_id}: {head}")
 
@@ -301,7 +425,7 @@ def render(
 ) -> tuple[str, str]:
     """(title, body) of a notification about one alert."""
     t = T[lang]
-    args = _fmt_args(f, lang, tz)
+    args = fmt_args(f, lang, tz)
     lines: list[str] = []
     if kind == "resolved":
         lines.append(t["resolved_note"].format(at=local(f.resolved_at or now, tz)))
@@ -310,21 +434,15 @@ def render(
     acct = f"{f.account_name} ({f.account_id})" if f.account_name else f.account_id
     lines.append(f"{t['account']}: {acct}")
     lines.append(f"{t['address']}: {f.subject}")
-    counted = t["count"] if f.rule in ("mailbox_full", "delivery") else t["count1"]
-    lines.append(f"{t['since']}: {local(f.started_at, tz)}; " + counted.format(n=max(1, f.count)))
-    if f.held:
-        since = _when(f.held_since or f.started_at, tz, now)
-        key = ("cost_text" if f.fallback else "cost_nofb") + ("1" if f.held == 1 else "")
-        cost = t[key].format(n=f.held, since=since, fallback=", ".join(f.fallback))
+    lines.append(f"{t['since']}: {local(f.started_at, tz)}; " + count_text(f, lang))
+    cost = cost_text(f, lang, tz, now, resolved=kind == "resolved")
+    if cost:
         lines.append(f"{t['cost']}: {cost}")
     if kind != "resolved":
-        todo_key = f"{f.rule}.todo"
-        if f.rule == "quota":
-            todo_key = f"quota.todo.{'mailbox' if f.concern == 'mailbox' else 'site'}"
-        lines.append(f"{t['todo']}: " + t.get(todo_key, "").format(**args))
-    evidence = f.data.get("evidence")
+        lines.append(f"{t['todo']}: " + todo_text(f, lang, tz))
+    evidence = evidence_text(f.data)
     if evidence:
-        lines.append(f"{t['evidence']}: {str(evidence)[:400]}")
+        lines.append(f"{t['evidence']}: {evidence}")
     if kind == "escalated":
         lines.append("")
         lines.append(t["escalated_note"].format(after=escalate_after, role=role))
@@ -356,7 +474,7 @@ def render_digest(
     lines = [t["digest.intro"], ""]
     for it in items:
         f = it.facts
-        head = t.get(f"{f.rule}.title", f.rule).format(**_fmt_args(f, lang, tz))
+        head = t.get(f"{f.rule}.title", f.rule).format(**fmt_args(f, lang, tz))
         extra = ""
         if it.full_at is not None and f.rule != "forecast":
             extra = " · " + t["digest.full_in"].format(full_at=local(it.full_at, tz))

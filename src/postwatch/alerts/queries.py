@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
+from postwatch.alerts import rules
 from postwatch.store.models_alerts import Alert, AlertAttempt, AlertNotification
 
 
@@ -22,6 +23,7 @@ def alert_dict(a: Alert) -> dict[str, Any]:
         "severity": a.severity,
         "state": a.state,
         "count": a.count,
+        "signups": rules.signups(a.data),
         "level": a.level,
         "started_at": a.started_at.isoformat(),
         "last_seen_at": a.last_seen_at.isoformat(),
@@ -30,7 +32,7 @@ def alert_dict(a: Alert) -> dict[str, Any]:
         "acked_by": a.acked_by,
         "next_reminder_at": a.next_reminder_at.isoformat() if a.next_reminder_at else None,
         "next_escalation_at": a.next_escalation_at.isoformat() if a.next_escalation_at else None,
-        "data": a.data,
+        "data": {k: v for k, v in (a.data or {}).items() if not str(k).startswith("_")},
     }
 
 

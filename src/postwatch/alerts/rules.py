@@ -81,7 +81,10 @@ def _facts(data: dict[str, Any], *keys: str) -> dict[str, Any]:
     return {k: data[k] for k in keys if k in data and data[k] is not None}
 
 
-_FAIL_KEYS = ("reason", "status", "evidence", "source", "permanent", "code", "reply", "queue_id")
+_FAIL_KEYS = (
+    "reason", "status", "evidence", "diagnostic", "source", "permanent", "code", "reply",
+    "queue_id",
+)
 
 
 def _delivery_problem(config: Config, ev: EventView, mailbox: str | None) -> list[Signal]:
@@ -161,7 +164,9 @@ def _capacity_subject(config: Config, ev: EventView) -> tuple[str, str, str] | N
     return acc, concern, name
 
 
-_QUOTA_KEYS = ("level", "percent", "used_bytes", "limit_bytes", "full_at", "growth_bytes_per_day")
+_QUOTA_KEYS = (
+    "level", "percent", "used_bytes", "limit_bytes", "full_at", "growth_bytes_per_day", "read_at",
+)
 
 
 def on_quota(config: Config, ev: EventView) -> list[Signal]:
@@ -170,14 +175,31 @@ def on_quota(config: Config, ev: EventView) -> list[Signal]:
         return []
     acc, concern, name = where
     facts = _facts(ev.data, *_QUOTA_KEYS)
+    facts.setdefault("read_at", ev.at.isoformat())
     if ev.kind == "quota_ok":
         return [Signal("resolve", acc, concern, name, ("quota", "forecast"), data=facts)]
+    percent = _number(ev.data.get("percent"))
+    level = _number(ev.data.get("level")) or 0.0
     if ev.kind == "quota_full":
+        if percent is None or percent < level:
+            # capacity's echo of a mailbox_full delivery event: the figure it carries is an
+            # older reading, not the cause. The mailbox_full alert is the alert of this
+            # incident; a second, critical one with a meaningless percentage is noise.
+            return []
         sev = "critical"
     else:
-        level = float(ev.data.get("level") or ev.data.get("percent") or 0)
         sev = "warning" if level >= 90 else "low"
     return [Signal("fire", acc, concern, name, ("quota",), sev, facts)]
+
+
+def _number(v: Any) -> float | None:
+    """A figure of an event (None when absent); a malformed one raises ValueError (the event
+    is then passed over and logged, like any event a rule cannot read)."""
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int | float | str):
+        raise ValueError(f"not a number: {v!r}")
+    return float(v)
 
 
 def on_forecast(config: Config, ev: EventView) -> list[Signal]:
@@ -205,6 +227,55 @@ def on_quota_source_failed(config: Config, ev: EventView) -> list[Signal]:
         return []
     facts = _facts(ev.data, "source", "error")
     return [Signal("fire", acc, "monitoring", box.lower(), ("source",), "warning", facts)]
+
+
+#: how many attempt keys and sign-ups an alert remembers to count each once
+MAX_REMEMBERED = 2000
+#: the key of an alert's data that remembers the attempts and sign-ups it counted (keys that
+#: start with "_" are bookkeeping, not facts: left out of API answers)
+DEDUPE = "_counted"
+
+
+def signups(alert_data: dict[str, Any] | None) -> int:
+    """How many distinct sign-ups (form submissions) an alert's events were about."""
+    book = (alert_data or {}).get(DEDUPE)
+    if not isinstance(book, dict):
+        return 0
+    try:
+        return int(book.get("signup_count") or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def attempt_keys(ev: EventView) -> set[str]:
+    """The names of the delivery attempt an event reports (empty when it names none).
+
+    The worker's reply, the MTA's log line and the DSN of one attempt are three events about
+    one attempt: they share a name, so the attempt is counted once. Keys read (defensively,
+    whatever the payload's shape): ``job`` + ``attempt`` (the delivery room's attempt),
+    ``queue_id`` (the MTA's queue id of the hand-over), and a DSN's ``original_message_id``,
+    which the delivery room's DSN-based ``delivery_attempt`` repeats as ``message_id`` (its
+    ``key`` starts with ``dsn:``)."""
+    d = ev.data
+    keys: set[str] = set()
+    job, attempt = d.get("job", d.get("job_id")), d.get("attempt")
+    if job is not None and attempt is not None and not isinstance(attempt, bool):
+        keys.add(f"a:{job}:{attempt}")
+    queue_id = d.get("queue_id")
+    if isinstance(queue_id, str) and queue_id and queue_id.upper() != "NOQUEUE":
+        keys.add(f"q:{queue_id}")
+    mid = d.get("original_message_id")
+    if mid is None and str(d.get("key") or "").startswith("dsn:"):
+        mid = d.get("message_id")
+    if isinstance(mid, str) and mid.strip("<> "):
+        keys.add(f"m:{mid.strip().strip('<>').lower()}")
+    return keys
+
+
+def submission_of(ev: EventView) -> str | None:
+    """The form submission (sign-up) an event is about, when it says."""
+    sub = ev.data.get("submission", ev.data.get("submission_id"))
+    return str(sub) if sub is not None and not isinstance(sub, bool) else None
 
 
 RuleFn = Callable[[Config, EventView], list[Signal]]

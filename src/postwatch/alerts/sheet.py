@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from html import escape
 
-from postwatch.alerts import routing
-from postwatch.alerts.engine import _fmt_duration
+from postwatch.alerts import messages, routing
 from postwatch.alerts.schedule import describe_digest
 from postwatch.config import AccountConfig, Config
 
@@ -129,9 +128,9 @@ def _rules(config: Config, lang: str) -> list[str]:
     t = L[lang]
     a = config.alerts
     return [
-        t["r_escalate"].format(after=_fmt_duration(a.escalate_after),
+        t["r_escalate"].format(after=messages.fmt_duration(a.escalate_after),
                                chain=" -> ".join(a.escalation)),
-        t["r_repeat"].format(every=_fmt_duration(a.repeat_every)),
+        t["r_repeat"].format(every=messages.fmt_duration(a.repeat_every)),
         t["r_digest"].format(when=describe_digest(a.digest, lang) or t["off"]),
         t["r_quiet"],
         t["r_path"],

@@ -193,15 +193,20 @@ def hook_quota_warning(
     percent: Annotated[float, typer.Option(help="the level crossed, in percent")],
     config: ConfigOpt = DEFAULT_CONFIG_PATH,
     strict: Annotated[
-        bool, typer.Option(help="exit 1 when nothing could be recorded (for testing the wiring)")
+        bool,
+        typer.Option(
+            help="test the wiring by hand: recorded as a hook_test event, not as a reading "
+            "(nobody is alerted); exit 1 when it does not reach postwatch"
+        ),
     ] = False,
 ) -> None:
     """For Dovecot's quota_warning script: record that USER crossed PERCENT.
 
     Posts to the running postwatch (loopback or bearer token); if it is not reachable, writes
     to the store directly. Exits 0 even when both fail (Dovecot must never be held up), with
-    the reason on stderr, which Dovecot puts in its log as an error; --strict exits 1 instead.
-    Success is printed on stdout (not logged by Dovecot).
+    the reason on stderr, which Dovecot puts in its log as an error. --strict is a wiring
+    test: it goes the same way but records only a hook_test event (no reading, no alert) and
+    exits 1 when it could not reach postwatch. Success is printed on stdout.
     """
     from postwatch.capacity.hook import HookResult, post, store_directly
     from postwatch.config import ConfigError, load_config
@@ -209,6 +214,12 @@ def hook_quota_warning(
 
     def done(res: HookResult) -> None:
         where = "postwatch" if res.via == "http" else "the postwatch store"
+        if res.ok and strict:
+            typer.echo(
+                f"postwatch: quota-warning wiring ok: {where} took the test for {user} "
+                "(a hook_test event: no reading recorded, nobody alerted)"
+            )
+            raise typer.Exit(0)
         if res.ok:
             kinds = ", ".join(res.events) or "no new event (already said)"
             # stdout: Dovecot logs a script's stderr as errors, so success stays off stderr
@@ -225,13 +236,13 @@ def hook_quota_warning(
         cfg = load_config(config)
     except ConfigError as exc:
         done(HookResult(False, "none", [], f"config: {exc}"))
-    first = post(cfg, user, percent)
+    first = post(cfg, user, percent, test=strict)
     if first.ok:
         done(first)
     try:
         db = database_from_config(cfg)
         db.migrate()
-        res = store_directly(cfg, db, user, percent)
+        res = store_directly(cfg, db, user, percent, test=strict)
     except (StoreUnavailable, OSError) as exc:
         res = HookResult(False, "store", [], f"{first.message}; store: {exc}")
     except Exception as exc:  # never a traceback into Dovecot's log

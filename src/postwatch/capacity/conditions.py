@@ -178,8 +178,12 @@ def apply(
     via: str | None = None,
     now: datetime | None = None,
     row: CapacityState | None = None,
+    read_at: datetime | None = None,
 ) -> list[Event]:
-    """Evaluate one reading (or signal) of a subject and record the events it causes."""
+    """Evaluate one reading (or signal) of a subject and record the events it causes.
+
+    ``read_at``: when ``percent`` was measured (default ``now``); every event says it, so a
+    message can name the age of its figure."""
     now = now or utcnow()
     row = row or _state_row(session, subject, name, account)
     res = evaluate(
@@ -200,6 +204,8 @@ def apply(
             "used_bytes": used_bytes,
             "limit_bytes": limit_bytes,
         }
+        if percent is not None:
+            data["read_at"] = (read_at or now).isoformat()
         if via:
             data["via"] = via
         if "why" in extra:

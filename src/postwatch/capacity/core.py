@@ -279,6 +279,7 @@ def mailbox_full_signal(session: Session, config: Config, mailbox: str) -> list[
         ok_margin=config.capacity.ok_margin,
         full_signal=True,
         via="mailbox_full",
+        read_at=last.at if last is not None else None,
     )
 
 

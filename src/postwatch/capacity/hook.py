@@ -2,6 +2,9 @@
 
 It posts to the running service (``server.listen``); when that cannot be reached it writes to
 the store itself. Whatever happens it never blocks Dovecot for long (3 s HTTP timeout).
+
+A wiring test (``--strict``, by hand) goes the same way but is no reading: it records one
+``hook_test`` event (which no alert rule reads), changes no quota state and alerts nobody.
 """
 
 from __future__ import annotations
@@ -11,8 +14,15 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
+from sqlalchemy.orm import Session
+
 from postwatch.config import Config
 from postwatch.store import Database
+from postwatch.store.events import record_event
+from postwatch.store.models import Event
+
+#: the event kind of a wiring test (no alert rule reads it)
+HOOK_TEST = "hook_test"
 
 HTTP_TIMEOUT = 3.0
 
@@ -36,8 +46,27 @@ def service_url(config: Config) -> str:
     return f"http://{host}:{config.server.port}/capacity/hook/quota-warning"
 
 
-def post(config: Config, user: str, percent: float) -> HookResult:
-    body = json.dumps({"user": user, "percent": percent}).encode()
+def wiring_test(session: Session, config: Config, user: str, percent: float) -> Event:
+    """Record that the hook reached postwatch, as a test: a ``hook_test`` event, nothing else
+    (no reading, no quota state, no alert)."""
+    from postwatch.capacity.core import find_mailbox
+
+    found = find_mailbox(config, user)
+    return record_event(
+        session,
+        HOOK_TEST,
+        account=found[0].id if found else None,
+        mailbox=found[1].address if found else None,
+        data={"user": user, "percent": percent, "known": found is not None,
+              "note": "wiring test: no reading recorded, nobody alerted"},
+    )
+
+
+def post(config: Config, user: str, percent: float, *, test: bool = False) -> HookResult:
+    payload_out: dict[str, object] = {"user": user, "percent": percent}
+    if test:
+        payload_out["test"] = True
+    body = json.dumps(payload_out).encode()
     req = urllib.request.Request(
         service_url(config), data=body, method="POST", headers={"Content-Type": "application/json"}
     )
@@ -58,9 +87,14 @@ def post(config: Config, user: str, percent: float) -> HookResult:
     return HookResult(True, "http", list(payload.get("events", [])), "posted to the service")
 
 
-def store_directly(config: Config, db: Database, user: str, percent: float) -> HookResult:
+def store_directly(
+    config: Config, db: Database, user: str, percent: float, *, test: bool = False
+) -> HookResult:
     from postwatch.capacity.core import hook_warning
 
     with db.session() as s:
-        kinds = [e.kind for e in hook_warning(s, config, user, percent)]
+        if test:
+            kinds = [wiring_test(s, config, user, percent).kind]
+        else:
+            kinds = [e.kind for e in hook_warning(s, config, user, percent)]
     return HookResult(True, "store", kinds, "written to the store")

@@ -14,6 +14,7 @@ from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
 
 from postwatch.capacity.core import hook_warning
+from postwatch.capacity.hook import wiring_test
 from postwatch.config import Config
 from postwatch.store import Database
 
@@ -23,6 +24,8 @@ FORWARDING_HEADERS = ("x-forwarded-for", "forwarded", "x-real-ip")
 class QuotaWarning(BaseModel):
     user: str = Field(min_length=1, max_length=320, pattern=r"^[^\s\x00-\x1f\x7f]+$")
     percent: float = Field(ge=0, le=1000)
+    #: a wiring test (``hook quota-warning --strict``): recorded as ``hook_test``, no reading
+    test: bool = False
 
 
 def _is_loopback(host: str | None) -> bool:
@@ -58,6 +61,9 @@ def routes(config: Config, db: Database) -> APIRouter:
                 detail="quota-warning hook: loopback only, or a valid bearer token",
             )
         with db.session() as s:
+            if body.test:
+                return {"ok": True, "events": [wiring_test(s, config, body.user,
+                                                           body.percent).kind], "test": True}
             events = hook_warning(s, config, body.user, body.percent)
             kinds = [e.kind for e in events]
         return {"ok": True, "events": kinds}

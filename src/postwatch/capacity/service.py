@@ -8,13 +8,16 @@ import asyncio
 import logging
 import time
 
+from sqlalchemy.orm import Session
+
 from postwatch.capacity.core import Poller, mailbox_full_signal
 from postwatch.capacity.retention import Pruner
 from postwatch.config import Config
 from postwatch.rooms import Service
 from postwatch.services import run_periodic
 from postwatch.store import Database
-from postwatch.store.events import fetch_events, last_event_id
+from postwatch.store.follower import EventFollower, from_end
+from postwatch.store.models import Event
 
 log = logging.getLogger("postwatch.capacity")
 
@@ -31,9 +34,11 @@ class CapacityService:
         self.db = db
         self.poller = Poller(config, db)
         self.pruner = Pruner(config, db)
-        self.cursor: int | None = None
         self._has_sites = any(a.sites for a in config.accounts)
         self._next_poll = self._next_scan = self._next_prune = 0.0
+        #: the store's event follower: a persisted cursor shared by every capacity process, so
+        #: a restart or a second process neither misses nor repeats a mailbox_full event
+        self.follower = EventFollower(db, "capacity", kinds=("mailbox_full",), start=from_end)
 
     async def run(self, stop: asyncio.Event) -> None:
         self._next_poll = self._next_scan = time.monotonic()
@@ -58,20 +63,17 @@ class CapacityService:
     def _wait(self) -> float:
         return max(0.05, min(EVENT_CHECK_EVERY, self._next_poll - time.monotonic()))
 
-    def follow_events(self) -> None:
-        """``mailbox_full`` events newer than the cursor make ``quota_full`` (once per crossing).
+    def follow_events(self) -> int:
+        """``mailbox_full`` events after the cursor make ``quota_full`` (once per crossing: the
+        hysteresis state in ``capacity_state`` and the follower's exactly-once cursor).
 
-        Episodes already open at start-up are seen by the first poll (it checks open episodes).
-        """
-        with self.db.session() as s:
-            if self.cursor is None:
-                self.cursor = last_event_id(s)
-                return
-            new = fetch_events(s, kinds=["mailbox_full"], after_id=self.cursor, limit=500)
-            for ev in new:
-                if ev.mailbox:
-                    mailbox_full_signal(s, self.config, ev.mailbox)
-                self.cursor = ev.id
+        The first start follows from the newest event; episodes already open then are seen by
+        the first poll (it checks open episodes). Returns the number of events passed."""
+        return self.follower.step(self._on_event)
+
+    def _on_event(self, s: Session, ev: Event) -> None:
+        if ev.mailbox:
+            mailbox_full_signal(s, self.config, ev.mailbox)
 
 
 def build_services(config: Config, db: Database) -> list[Service]:
