@@ -90,15 +90,19 @@ async def run(
     tasks: list[asyncio.Task[None]] = []
     server: uvicorn.Server | None = None
     if http:
+        from postwatch.httpguard import build_guard, uvicorn_options
+
         app = create_app(config, db)
+        guard = build_guard(config.server)
         uv_config = uvicorn.Config(
-            asgi_for_serving(app),
+            guard.asgi(asgi_for_serving(app)),
             host=config.server.host,
             port=config.server.port,
             log_level="warning",
             access_log=False,
             lifespan="off",
             timeout_graceful_shutdown=10,
+            **uvicorn_options(config.server, guard),
         )
         server = _QuietServer(uv_config)
         tasks.append(asyncio.create_task(server.serve(), name="http"))

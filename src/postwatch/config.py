@@ -94,6 +94,12 @@ class ServerConfig(Model):
     listen: str = "127.0.0.1:8025"
     public_url: str | None = None
     trusted_proxies: list[str] = Field(default_factory=list)
+    # connection limits and timeouts (postwatch.httpguard; docs/CONFIG.md "[server]")
+    header_timeout: Duration = timedelta(seconds=10)
+    body_timeout: Duration = timedelta(seconds=60)
+    keep_alive_timeout: Duration = timedelta(seconds=5)
+    max_connections: int = Field(default=1000, ge=10)
+    max_body_in_flight_kb: int = Field(default=65536, ge=64)
 
     @field_validator("listen")
     @classmethod
