@@ -642,3 +642,13 @@ recipients = ["info@example.org"]
 fallback = ["owner@example.net"]         # gets the lead too when a recipient cannot take it
 redirect = "https://example.org/thank-you"
 """
+
+
+def write_sample_config(path: Path) -> None:
+    """Write :data:`SAMPLE_CONFIG` to ``path``, readable by its owner only (0600): a config
+    holds secrets (the ack-link secret, passwords)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        os.fchmod(fh.fileno(), 0o600)  # also when the file was there before (--force)
+        fh.write(SAMPLE_CONFIG)
+

@@ -55,7 +55,7 @@ class Database:
         kwargs: dict[str, Any] = {"echo": echo, "future": True}
         if self.dialect == "sqlite":
             if u.database and u.database != ":memory:":
-                Path(u.database).parent.mkdir(parents=True, exist_ok=True)
+                create_private(Path(u.database))
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         else:
             kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
@@ -125,6 +125,21 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def create_private(path: Path) -> None:
+    """Create a SQLite file (and the folders above it) readable by its owner only: it holds
+    personal data. SQLite gives its -wal and -shm files the database file's mode. An existing
+    file keeps its mode (the operator may have chosen it)."""
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError:
+        return  # SQLite reports the real problem when it opens the file
+    os.close(fd)
 
 
 def _sqlite_setup(engine: Engine) -> None:
