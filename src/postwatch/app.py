@@ -32,6 +32,18 @@ def create_app(config: Config, db: Database) -> FastAPI:
             db.ping()
         except StoreUnavailable:
             return JSONResponse({"status": "unavailable", "store": "down"}, status_code=503)
+        failing = db.write_failure  # reads work, but the last writes failed (disk full...)
+        if failing is not None:
+            return JSONResponse(
+                {
+                    "status": "unavailable",
+                    "store": "writes failing",
+                    "error": failing.error,
+                    "since": failing.since.isoformat(),
+                    "failures": failing.count,
+                },
+                status_code=503,
+            )
         return JSONResponse({"status": "ok", "version": __version__})
 
     @app.get("/metrics", tags=["ops"])

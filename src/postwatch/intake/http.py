@@ -27,6 +27,7 @@ from postwatch.config import AccountConfig, Config, FormConfig
 from postwatch.intake import metrics
 from postwatch.intake.committer import GroupCommitter
 from postwatch.intake.parsing import IntakeError, Limits, Parsed, parse_body
+from postwatch.intake.quietlog import QuietLog
 from postwatch.intake.spam import (
     RateLimiter,
     allowed_set,
@@ -81,6 +82,8 @@ class Intake:
             config, db, batch_max=config.intake.batch_max, writers=writers
         )
         self._origins: dict[str, set[str]] = {}
+        # a store outage refuses every submission: one ERROR line per 10 s with the count
+        self.refusals = QuietLog(log, logging.ERROR, "submissions refused, store unavailable")
 
     def origins(self, account: AccountConfig, form: FormConfig) -> set[str]:
         key = f"{account.id}/{form.id}"
@@ -173,15 +176,19 @@ class Intake:
         try:
             stored = await self.committer.submit(new)
         except StoreUnavailable as exc:
-            log.error("store unavailable, submission to %s refused: %s", form.id, exc)
+            self.refusals.event(f"{form.id}: {exc}")
             raise IntakeError(
                 503, "store_unavailable", "store unavailable: nothing was stored, please retry"
             ) from None
-        except Exception:
-            log.exception("the store refused a submission to %s", form.id)
+        except Exception as exc:
+            if self.refusals.started:
+                self.refusals.event(f"{form.id}: {type(exc).__name__}: {exc}")
+            else:
+                log.exception("the store refused a submission to %s", form.id)
             raise IntakeError(
                 503, "store_unavailable", "the store refused it: nothing was stored, please retry"
             ) from None
+        self.refusals.ended()
         (_SPAM if spam else _STORED if stored.created else _DUPLICATE).inc()
         headers = dict(cors)
         if not stored.created:
