@@ -29,6 +29,7 @@ from sqlalchemy import String, and_, cast, delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from postwatch.config import Config, FormConfig
+from postwatch.intake.submissions import add_jobs
 from postwatch.store.events import record_event
 from postwatch.store.models import Attachment, DeliveryJob, Submission, utcnow
 
@@ -328,6 +329,51 @@ def _purge_ids(
             p.attachments += n_a
             p.jobs += n_j
     return purged
+
+
+# --------------------------------------------------------------------------- throttled
+
+
+@dataclass
+class Released:
+    released: list[str]
+    skipped: list[str]  # throttled submissions of a form no longer in the config
+
+
+def release_throttled(
+    db: Any,
+    config: Config,
+    *,
+    ids: Sequence[str] | None = None,
+    account: str | None = None,
+    form: str | None = None,
+) -> Released:
+    """Deliver submissions kept as ``throttled`` (over the rate limit): each gets its delivery
+    jobs, status ``stored`` and a ``submission_released`` event, in one transaction. Others
+    (already stored, spam) are left alone, so releasing twice changes nothing."""
+    out = Released([], [])
+    now = utcnow()
+    with db.session() as s:
+        q = select(Submission).where(Submission.status == "throttled")
+        if ids is not None:
+            q = q.where(Submission.id.in_(list(ids)))
+        if account is not None:
+            q = q.where(Submission.account == account)
+        if form is not None:
+            q = q.where(Submission.form == form)
+        for sub in s.scalars(q.order_by(Submission.received_at)):
+            found = config.form(f"{sub.account}/{sub.form}")
+            if found is None:
+                out.skipped.append(sub.id)
+                continue
+            sub.status = "stored"
+            add_jobs(sub, config, found[1], now)
+            record_event(
+                s, "submission_released", account=sub.account, form=sub.form, at=now,
+                data={"submission": sub.id, "recipients": list(found[1].recipients)},
+            )
+            out.released.append(sub.id)
+    return out
 
 
 def retention_days(config: Config, account: str, form: str) -> int:

@@ -52,6 +52,18 @@ def client_ip(peer: str | None, forwarded_for: str | None, trusted: list[IPNetwo
     return hops[0] if hops else addr
 
 
+def hides_the_client(peer: str | None, forwarded_for: str | None, trusted: list[IPNetwork]) -> bool:
+    """True for a request from a proxy address (a trusted proxy, or loopback: a same-host
+    proxy) without X-Forwarded-For: every visitor then looks like the proxy."""
+    if forwarded_for or not peer:
+        return False
+    try:
+        loopback = ipaddress.ip_address(peer).is_loopback
+    except ValueError:
+        return False
+    return loopback or (bool(trusted) and _in(peer, trusted))
+
+
 class RateLimiter:
     """A token bucket per client address: ``per_minute`` submissions, bursts of as many.
 
