@@ -48,7 +48,9 @@ def create_app(config: Config, db: Database) -> FastAPI:
 
     @app.get("/metrics", tags=["ops"])
     def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        from postwatch.store.metrics import store_metrics
+
+        return Response(generate_latest() + store_metrics(db), media_type=CONTENT_TYPE_LATEST)
 
     @app.exception_handler(StoreUnavailable)
     async def _store_down(_req: Any, _exc: StoreUnavailable) -> Response:
