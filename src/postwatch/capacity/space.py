@@ -8,8 +8,7 @@ and files in the generic categories are refined by name (``*.sql.gz`` is a datab
 sizes (``st_size``) of regular files; symbolic links are not followed; a file with several hard
 links counts once, and so does a folder seen at two paths (a bind mount: folders are told apart
 by device and inode, one stat per folder). The largest files and folders are kept in bounded
-heaps, so memory does not
-grow with the number of files.
+heaps, so memory does not grow with the number of files.
 """
 
 from __future__ import annotations
