@@ -34,11 +34,25 @@ def _build(config: Config, db: Database) -> tuple[FastAPI, list[Callable[[ASGIAp
             db.ping()
         except StoreUnavailable:
             return JSONResponse({"status": "unavailable", "store": "down"}, status_code=503)
+        failing = db.write_failure  # reads work, but the last writes failed (disk full...)
+        if failing is not None:
+            return JSONResponse(
+                {
+                    "status": "unavailable",
+                    "store": "writes failing",
+                    "error": failing.error,
+                    "since": failing.since.isoformat(),
+                    "failures": failing.count,
+                },
+                status_code=503,
+            )
         return JSONResponse({"status": "ok", "version": __version__})
 
     @app.get("/metrics", tags=["ops"])
     def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        from postwatch.store.metrics import store_metrics
+
+        return Response(generate_latest() + store_metrics(db), media_type=CONTENT_TYPE_LATEST)
 
     @app.exception_handler(StoreUnavailable)
     async def _store_down(_req: Any, _exc: StoreUnavailable) -> Response:
@@ -111,14 +125,18 @@ async def run(
     tasks: list[asyncio.Task[None]] = []
     server: uvicorn.Server | None = None
     if sock is not None:
+        from postwatch.httpguard import build_guard, uvicorn_options
+
+        guard = build_guard(config.server)
         uv_config = uvicorn.Config(
-            serving_app(config, db),
+            guard.asgi(serving_app(config, db)),
             host=config.server.host,
             port=config.server.port,
             log_level="warning",
             access_log=False,
             lifespan="off",
             timeout_graceful_shutdown=10,
+            **uvicorn_options(config.server, guard),
         )
         server = _QuietServer(uv_config)
         log.info("postwatch %s listening on http://%s", __version__, config.server.listen)

@@ -89,11 +89,11 @@ def init(
     force: Annotated[bool, typer.Option(help="overwrite an existing file")] = False,
 ) -> None:
     """Write a sample config to start from."""
-    from postwatch.config import SAMPLE_CONFIG
+    from postwatch.config import write_sample_config
 
     if config.exists() and not force:
         fail(f"{config} exists; use --force to overwrite it")
-    config.write_text(SAMPLE_CONFIG, encoding="utf-8")
+    write_sample_config(config)
     typer.echo(f"wrote {config}; edit it, then run: postwatch serve --config {config}")
 
 
@@ -138,10 +138,10 @@ def serve(
     Refuses to start (exit 2) with a config that check-config rejects, and (exit 5) when a
     listen address is in use.
     """
-    from postwatch.config import SAMPLE_CONFIG
+    from postwatch.config import write_sample_config
 
     if init_config and not config.exists():
-        config.write_text(SAMPLE_CONFIG, encoding="utf-8")
+        write_sample_config(config)
         typer.echo(f"wrote sample config {config}", err=True)
     _setup_logging(verbose)
     cfg = open_config(config, check=True)

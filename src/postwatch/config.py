@@ -97,6 +97,12 @@ class ServerConfig(Model):
     listen: str = "127.0.0.1:8025"
     public_url: str | None = None
     trusted_proxies: list[str] = Field(default_factory=list)
+    # connection limits and timeouts (postwatch.httpguard; docs/CONFIG.md "[server]")
+    header_timeout: Duration = timedelta(seconds=10)
+    body_timeout: Duration = timedelta(seconds=60)
+    keep_alive_timeout: Duration = timedelta(seconds=5)
+    max_connections: int = Field(default=1000, ge=10)
+    max_body_in_flight_kb: int = Field(default=65536, ge=64)
 
     @field_validator("listen")
     @classmethod
@@ -772,3 +778,13 @@ recipients = ["info@example.org"]
 fallback = ["owner@example.net"]         # gets the lead too when a recipient cannot take it
 redirect = "https://example.org/thank-you"
 """
+
+
+def write_sample_config(path: Path) -> None:
+    """Write :data:`SAMPLE_CONFIG` to ``path``, readable by its owner only (0600): a config
+    holds secrets (the ack-link secret, passwords)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        os.fchmod(fh.fileno(), 0o600)  # also when the file was there before (--force)
+        fh.write(SAMPLE_CONFIG)
+

@@ -91,6 +91,28 @@ def test_hard_links_count_once_and_symlinks_are_not_followed(tmp_path: Path) -> 
     assert rep.files == 1
 
 
+def test_a_bind_mounted_folder_counts_once(tmp_path: Path) -> None:
+    """Issue 11 low: a folder bind-mounted inside the site was counted twice."""
+    import subprocess
+
+    from tests.support import require
+
+    root = tmp_path / "site"
+    write(root / "uploads" / "photo.jpg", 50_000)
+    (root / "public_html" / "uploads").mkdir(parents=True)
+    mounted = subprocess.run(
+        ["mount", "--bind", str(root / "uploads"), str(root / "public_html" / "uploads")],
+        capture_output=True,
+    )
+    require(mounted.returncode == 0, "bind mounts (root, CAP_SYS_ADMIN)")
+    try:
+        rep = scan(root)
+    finally:
+        subprocess.run(["umount", str(root / "public_html" / "uploads")], check=True)
+    assert rep.total_bytes == 50_000
+    assert rep.files == 1
+
+
 def test_configured_maildir_paths_count_as_mail(tmp_path: Path) -> None:
     root = tmp_path / "home"
     write(root / "vmaildata" / "info" / "cur" / "m1", 4_000)

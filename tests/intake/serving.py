@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -21,11 +22,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def write_config(path: Path, db_url: str, port: int, **intake: object) -> Path:
-    """A config with the gym's contact form (two recipients) and SMTP on an unused port."""
+def write_config(
+    path: Path, db_url: str, port: int, *, server: dict[str, object] | None = None, **intake: object
+) -> Path:
+    """A config with the gym's contact form (two recipients) and SMTP on an unused port.
+    ``server`` adds ``[server]`` options (values written as JSON, which TOML reads alike)."""
     lines = [
         "[server]",
         f'listen = "127.0.0.1:{port}"',
+        *[f"{k} = {json.dumps(v)}" for k, v in (server or {}).items()],
         "[database]",
         f'url = "{db_url}"',
         "[smtp]",
@@ -47,12 +52,25 @@ def write_config(path: Path, db_url: str, port: int, **intake: object) -> Path:
     return path
 
 
+def _limit_fds(n: int) -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+
+
 class Serve:
     """``python -m postwatch serve --config F`` in a subprocess, waited for until healthy."""
 
     def __init__(
-        self, config: Path, port: int, *, cwd: Path | None = None, args: tuple[str, ...] = ()
+        self,
+        config: Path,
+        port: int,
+        *,
+        cwd: Path | None = None,
+        args: tuple[str, ...] = (),
+        nofile: int | None = None,
     ) -> None:
+        """``nofile``: the process's file-descriptor limit (soft and hard), like a small VPS."""
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(SRC), env.get("PYTHONPATH", "")])
         self.port = port
@@ -65,6 +83,7 @@ class Serve:
             env=env,
             stdout=self._logf,
             stderr=subprocess.STDOUT,
+            preexec_fn=(lambda: _limit_fds(nofile)) if nofile else None,
         )
         self.wait_healthy()
 

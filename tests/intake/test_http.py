@@ -429,7 +429,9 @@ async def test_rate_limit_per_ip_gives_429_with_retry_after(tmp_path: Path, db: 
     # another address has its own bucket
     async with app_client(cfg, db, peer="192.0.2.7") as c:
         assert (await c.post("/f/contact", data={"n": "x"}, headers=JSON)).status_code == 201
-    assert count(db, Submission) == 4
+    # the two over the limit are kept as throttled, not delivered (issue 10 item 10)
+    assert count(db, Submission) == 6
+    assert count(db, Submission, Submission.status == "throttled") == 2
 
 
 async def test_forwarded_for_is_honoured_only_from_trusted_proxies(

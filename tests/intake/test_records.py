@@ -10,12 +10,19 @@ from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import update
 from typer.testing import CliRunner
 
 from postwatch.cli import app
 from postwatch.config import Config
-from postwatch.intake.records import csv_safe
+from postwatch.intake.records import (
+    address_fragments,
+    canonical_address,
+    csv_safe,
+    holds_address,
+)
 from postwatch.store import Database
 from postwatch.store.models import Attachment, DeliveryJob, Submission, utcnow
 from tests.intake.conftest import count, events
@@ -294,3 +301,60 @@ def test_export_refuses_a_short_form_id_two_accounts_use(config_file: Path) -> N
     assert "several accounts" in r.output and "bakery/shared" in r.output
     out = run("submissions", "export", "--form", "bakery/shared", "--config", str(config_file))
     assert json.loads(out) == []
+
+
+async def test_purge_finds_a_non_ascii_address_in_any_field_case_and_encoding(
+    client: httpx.AsyncClient, db: Database, config_file: Path
+) -> None:
+    """Issue 11 item 6: SQLite stores JSON ``\\u``-escaped; the pre-filter looked for raw text
+    and left submissions holding the address in fields other than ``email``."""
+    mine = [
+        await _post(client, "contact", data={"email": "jürgen@example.org"}),
+        await _post(client, "bakery/shared", data={"contact": "JÜRGEN@EXAMPLE.ORG"}),
+        await _post(client, "bakery/shared", json={"note": "Kontakt: Jürgen@Example.org, danke"}),
+        await _post(client, "bakery/shared", json={"alt": "ju\u0308rgen@example.org"}),  # NFD
+        await _post(client, "bakery/shared", json={"list": ["x", "mailto:jürgen@EXAMPLE.org"]}),
+    ]
+    others = [
+        await _post(client, "bakery/shared", json={"c": "xjürgen@example.org"}),
+        await _post(client, "bakery/shared", json={"c": "jürgen@example.org.evil"}),
+        await _post(client, "bakery/shared", json={"c": "jürgen@example.organic"}),
+        await _post(client, "bakery/shared", json={"c": "jurgen@example.org"}),
+    ]
+    out = run("submissions", "purge", "--email", "JÜRGEN@example.ORG", "--config", str(config_file))
+    assert "purged 5 submissions" in out
+    assert count(db, Submission, Submission.id.in_(mine)) == 0
+    assert count(db, Submission, Submission.id.in_(others)) == len(others)
+    # an internationalised domain, stored in its ASCII (punycode) form
+    idn = await _post(client, "bakery/shared", json={"c": "Jürgen@XN--BCHER-KVA.example"})
+    out = run("submissions", "purge", "--email", "jürgen@bücher.example", "--config",
+              str(config_file))
+    assert "purged 1 submissions" in out
+    assert count(db, Submission, Submission.id == idn) == 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    local=st.text(alphabet="abcdeßkKsüÜéØxyz0129._-", min_size=1, max_size=12),
+    domain=st.sampled_from(["example.org", "bücher.example", "straße.de", "kö.example"]),
+    form=st.sampled_from(["NFC", "NFD", "upper", "punycode"]),
+)
+def test_every_form_of_an_address_passes_the_store_filter(
+    local: str, domain: str, form: str
+) -> None:
+    """The ASCII fragments the store filters by are in the stored text of every form of the
+    address, \\u-escaped (SQLite) or not (PostgreSQL), and the decision finds it."""
+    import unicodedata
+
+    address = canonical_address(f"{local}@{domain}")
+    stored = f"{local}@{domain}"
+    if form == "upper":
+        stored = stored.upper()
+    elif form == "punycode":
+        stored = f"{local}@" + domain.encode("idna").decode()
+    else:
+        stored = unicodedata.normalize(form, stored)
+    for text in (json.dumps({"f": stored}), json.dumps({"f": stored}, ensure_ascii=False)):
+        for fragment in address_fragments(address):
+            assert fragment in text.lower()
+    assert holds_address({"f": f"write to {stored}."}, address)

@@ -13,6 +13,22 @@ from postwatch.bounces.sources import read_messages
 def classify_path(path: Path | str) -> Iterator[dict[str, Any]]:
     """For each message under ``path``: its failed recipients, or what it is instead."""
     for located in read_messages(path):
+        if located.problem is not None:  # refused before parsing (see parse.parse_bytes)
+            yield {
+                "file": located.file,
+                "index": located.index,
+                "kind": str(MessageKind.UNPARSABLE),
+                "source": "error",
+                "recipient": None,
+                "status": None,
+                "reason": None,
+                "permanent": None,
+                "diagnostic": None,
+                "failed": False,
+                "note": f"unparsable: {located.problem}",
+                "subject": located.message.get("Subject"),
+            }
+            continue
         report = analyse(located.message)
         base: dict[str, Any] = {
             "file": located.file,

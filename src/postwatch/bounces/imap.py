@@ -10,6 +10,12 @@ gives the same events as the log watch (``delivery_failed``, ``mailbox_full`` /
 A handled message gets the IMAP keyword ``$PostwatchSeen`` after its events are committed, so a
 restart handles each message once, and nothing in the mailbox is moved or deleted.
 
+A message that cannot be read (refused by :func:`~postwatch.bounces.parse.parse_bytes`, or any
+error while storing what it says other than the store being unavailable) becomes one
+``bounce_unparsable`` event and is marked like any other: one poison message never stalls the
+mailbox. Only :class:`~postwatch.store.StoreUnavailable` and IMAP errors mean "reconnect and
+read it again".
+
 Config (``[[bounce_mailboxes]]``; see docs/CONFIG.md)::
 
     [[bounce_mailboxes]]
@@ -37,13 +43,20 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from postwatch import observations
-from postwatch.bounces.parse import BounceReport, MessageKind, analyse, parse_bytes
+from postwatch.bounces.parse import (
+    BounceReport,
+    MessageKind,
+    UnparsableMessage,
+    analyse,
+    parse_bytes,
+    parse_headers,
+)
 from postwatch.config import BounceMailboxConfig, Config
 from postwatch.observations import Observation, ObservationKind, watched_mailboxes
 from postwatch.outbox import Result, Transition, apply_observation, own_domain, own_submission
 from postwatch.reasons import Reason, Verdict
 from postwatch.services import Backoff
-from postwatch.store import Database
+from postwatch.store import Database, StoreUnavailable
 from postwatch.store.events import record_event
 
 log = logging.getLogger("postwatch.bounces.imap")
@@ -228,7 +241,12 @@ class BounceMailboxService:
                 raw = item.get(b"BODY[]") if item else None
                 if raw is None:
                     continue
-                self._store_message(uid, raw)
+                try:
+                    self._store_message(uid, raw)
+                except StoreUnavailable:
+                    raise  # not the message's fault: reconnect and read it again
+                except Exception as exc:  # one unreadable message must not stall the mailbox
+                    self._store_unparsable(uid, raw, exc)
                 client.add_flags([uid], [KEYWORD], silent=True)
                 done += 1
         self.handled += done
@@ -242,6 +260,34 @@ class BounceMailboxService:
                 s, self.config, msg, account=self.box.account,
                 source=f"bounce:{self.box.label}", evidence=f"UID {uid}: {subject}"[:500],
                 watched=self.watched,
+            )
+
+    def _store_unparsable(self, uid: int, raw: bytes, exc: Exception) -> None:
+        """One ``bounce_unparsable`` event naming the message; raises only if the store does."""
+        headers = exc.headers if isinstance(exc, UnparsableMessage) else None
+        if headers is None:
+            try:
+                headers = parse_headers(raw)
+            except Exception:
+                headers = None
+
+        def header(name: str) -> str:
+            try:
+                value = headers.get(name) if headers is not None else None
+            except Exception:
+                value = None
+            return " ".join(str(value or "").replace("\x00", "").split())[:300]
+
+        error = f"{type(exc).__name__}: {exc}"[:500].replace("\x00", "")
+        log.warning("%s: UID %s cannot be read (%s); marked and skipped", self.name, uid, error)
+        with self.db.session() as s:
+            record_event(
+                s, "bounce_unparsable", account=self.box.account,
+                data={
+                    "source": f"bounce:{self.box.label}", "uid": uid, "size": len(raw),
+                    "subject": header("Subject"), "from": header("From"),
+                    "message_id": header("Message-ID"), "error": error,
+                },
             )
 
     def _outage(self, exc: Exception | None) -> None:

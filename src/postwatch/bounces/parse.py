@@ -15,6 +15,12 @@ Order of the decision:
    the phrases do not.
 3. Auto-replies (``Auto-Submitted: auto-replied`` without a bounce inside, vacation/out-of-office
    headers and subjects) are not failures, nor are delivery receipts (DSN ``Action: delivered``).
+
+Hostile input (anyone can mail the bounce address): :func:`parse_bytes` bounds a message before
+the standard library parses it. Only the first :data:`MAX_PARSE_BYTES` are read (a report comes
+first; the attached original is what gets cut), and a message nested deeper than
+:data:`MAX_MIME_DEPTH` MIME levels raises :class:`UnparsableMessage` (the stdlib parser recurses
+per level and raised ``RecursionError`` at a few hundred). :func:`analyse` never raises.
 """
 
 from __future__ import annotations
@@ -30,6 +36,18 @@ from typing import Any
 from postwatch.reasons import classify
 
 MAX_TEXT = 256 * 1024
+#: bytes of a message that are parsed; the rest (the tail of an attached original) is dropped
+MAX_PARSE_BYTES = 2 * 1024 * 1024
+#: MIME levels (multipart or message/*) a message may nest; real bounces use fewer than ten
+MAX_MIME_DEPTH = 50
+
+
+class UnparsableMessage(ValueError):
+    """A message refused before parsing; ``headers`` holds its top-level header block only."""
+
+    def __init__(self, problem: str, headers: Message) -> None:
+        super().__init__(problem)
+        self.headers = headers
 
 
 class MessageKind(StrEnum):
@@ -40,6 +58,7 @@ class MessageKind(StrEnum):
     FEEDBACK_REPORT = "feedback_report"  # ARF, RFC 5965 (a spam complaint)
     AUTO_REPLY = "auto_reply"  # vacation, out of office
     NOT_A_BOUNCE = "not_a_bounce"
+    UNPARSABLE = "unparsable"  # refused before parsing (see parse_bytes); never from analyse
 
 
 @dataclass
@@ -489,4 +508,85 @@ def _analyse(msg: Message) -> BounceReport:
 
 
 def parse_bytes(data: bytes) -> Message:
-    return email.message_from_bytes(data, policy=email.policy.compat32)
+    """Parse one message, bounded: at most :data:`MAX_PARSE_BYTES` (cut at a line end) and at
+    most :data:`MAX_MIME_DEPTH` levels deep, else :class:`UnparsableMessage`."""
+    if len(data) > MAX_PARSE_BYTES:
+        cut = data.rfind(b"\n", 0, MAX_PARSE_BYTES)
+        data = data[: cut + 1 if cut > 0 else MAX_PARSE_BYTES]
+    if mime_depth(data, stop_above=MAX_MIME_DEPTH) > MAX_MIME_DEPTH:
+        raise UnparsableMessage(
+            f"MIME parts nested more than {MAX_MIME_DEPTH} levels deep", parse_headers(data)
+        )
+    try:
+        return email.message_from_bytes(data, policy=email.policy.compat32)
+    except RecursionError:  # the bound above should make this unreachable
+        raise UnparsableMessage("MIME parts nested too deep", parse_headers(data)) from None
+
+
+def parse_headers(data: bytes) -> Message:
+    """The top-level header block (up to the first empty line), at most 64 KB of it."""
+    head = data[: 64 * 1024]
+    end = len(head)
+    for sep in (b"\r\n\r\n", b"\n\n"):
+        i = head.find(sep)
+        if 0 <= i < end:
+            end = i
+    return email.message_from_bytes(head[:end] + b"\n\n", policy=email.policy.compat32)
+
+
+_BOUNDARY_RE = re.compile(rb"""(?i)\bboundary\s*=\s*(?:"([^"\r\n]{1,200})"|([^\s;"]{1,200}))""")
+
+
+def mime_depth(data: bytes, *, stop_above: int | None = None) -> int:
+    """The deepest MIME nesting of a raw message, in one pass over its lines without parsing.
+
+    Header blocks are read for ``Content-Type`` (a ``boundary`` opens a multipart level until
+    its closing delimiter or an outer delimiter; ``message/*`` opens a level whose body starts
+    with another header block); a delimiter line of an open boundary closes whatever was
+    nested inside it. An estimate that errs on the deep side for broken messages, which is
+    what a bound wants. With ``stop_above`` the scan ends as soon as the depth exceeds it.
+    """
+    stack: list[bytes | None] = []  # a boundary, or None for a message/* level
+    in_headers = True
+    in_ctype = False
+    nested_message = False
+    deepest = 0
+    where: dict[bytes, int] = {}  # an open boundary -> its innermost position in the stack
+
+    def reindex() -> None:
+        where.clear()
+        where.update((b, i) for i, b in enumerate(stack) if b is not None)
+
+    for line in data.splitlines():
+        if in_headers:
+            if not line.strip():
+                in_headers = nested_message  # a message/* body starts with headers again
+                nested_message = in_ctype = False
+                continue
+            if line[:1] in (b" ", b"\t"):
+                pass  # a folded continuation of the header before
+            else:
+                in_ctype = line[:13].lower() == b"content-type:"
+                if in_ctype and line[13:].lstrip().lower().startswith(b"message/"):
+                    stack.append(None)
+                    nested_message = True
+            if in_ctype:
+                m = _BOUNDARY_RE.search(line)
+                if m:
+                    boundary = m.group(1) or m.group(2)
+                    where[boundary] = len(stack)
+                    stack.append(boundary)
+            deepest = max(deepest, len(stack))
+            if stop_above is not None and deepest > stop_above:
+                return deepest
+            continue
+        if line.startswith(b"--") and where:
+            body = line[2:].rstrip()
+            if body in where:
+                del stack[where[body] + 1 :]
+                reindex()
+                in_headers = True
+            elif body.endswith(b"--") and body[:-2] in where:
+                del stack[where[body[:-2]] :]
+                reindex()
+    return deepest

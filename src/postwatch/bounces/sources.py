@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from email.message import Message
 from pathlib import Path
 
-from postwatch.bounces.parse import parse_bytes
+from postwatch.bounces.parse import UnparsableMessage, parse_bytes
 
 MAX_MESSAGE_BYTES = 50 * 1024 * 1024
 
@@ -21,7 +21,15 @@ class SourceError(Exception):
 class Located:
     file: str
     index: int  # position in an mbox or Maildir (0 for a single message)
-    message: Message
+    message: Message  # only the top-level headers when ``problem`` is set
+    problem: str | None = None  # why the message could not be parsed (it was refused)
+
+
+def _located(file: str, index: int, raw: bytes) -> Located:
+    try:
+        return Located(file, index, parse_bytes(raw))
+    except UnparsableMessage as exc:
+        return Located(file, index, exc.headers, problem=str(exc))
 
 
 def _is_maildir(path: Path) -> bool:
@@ -60,7 +68,7 @@ def read_messages(path: Path | str) -> Iterator[Located]:
                 p for sub in ("cur", "new") for p in (path / sub).iterdir() if p.is_file()
             )
             for i, p in enumerate(files):
-                yield Located(str(p), i, parse_bytes(_read(p)))
+                yield _located(str(p), i, _read(p))
             return
         for p in sorted(path.iterdir()):
             if (p.is_file() and not p.name.startswith(".")) or (p.is_dir() and _is_maildir(p)):
@@ -70,9 +78,9 @@ def read_messages(path: Path | str) -> Iterator[Located]:
         head = fh.read(5)
     if head == b"From ":
         for i, raw in enumerate(_mbox_messages(path)):
-            yield Located(str(path), i, parse_bytes(raw))
+            yield _located(str(path), i, raw)
         return
-    yield Located(str(path), 0, parse_bytes(_read(path)))
+    yield _located(str(path), 0, _read(path))
 
 
 def _read(path: Path) -> bytes:

@@ -6,8 +6,9 @@ it is entered (from its name and its parent's category: ``wp-content/uploads`` i
 and files in the generic categories are refined by name (``*.sql.gz`` is a database dump,
 ``*.zip``/``*.tar.gz``/``*.wpress`` a backup, ``*.log``/``error_log`` a log). Sizes are apparent
 sizes (``st_size``) of regular files; symbolic links are not followed; a file with several hard
-links counts once. The largest files and folders are kept in bounded heaps, so memory does not
-grow with the number of files.
+links counts once, and so does a folder seen at two paths (a bind mount: folders are told apart
+by device and inode, one stat per folder). The largest files and folders are kept in bounded
+heaps, so memory does not grow with the number of files.
 """
 
 from __future__ import annotations
@@ -206,6 +207,8 @@ class _Scanner:
         self.errors: list[str] = []
         self.error_count = 0
         self.seen_inodes: set[tuple[int, int]] = set()
+        # folders by (device, inode): a bind mount shows one folder at two paths
+        self.seen_dirs: set[tuple[int, int]] = set()
         self.memo: dict[str, dict[str, str]] = {}
 
     def error(self, path: str, exc: OSError) -> None:
@@ -280,6 +283,8 @@ class _Scanner:
             if depth >= self.MAX_DEPTH:
                 self.error(sub_path, OSError(0, "folders nested too deep; not scanned"))
                 continue
+            if not self.first_visit(sub_path):
+                continue
             if self.mail_dirs and os.path.normpath(sub_path) in self.mail_dirs:
                 sub_cat = "mail"
             else:
@@ -292,6 +297,18 @@ class _Scanner:
             elif sub_total > dheap[0][0]:
                 heapq.heapreplace(dheap, (sub_total, sub_path))
         return total
+
+    def first_visit(self, path: str) -> bool:
+        """False for a folder already scanned under another path (a bind mount)."""
+        try:
+            st = os.stat(path, follow_symlinks=False)
+        except OSError:
+            return True  # scan_dir reports the error
+        key = (st.st_dev, st.st_ino)
+        if key in self.seen_dirs:
+            return False
+        self.seen_dirs.add(key)
+        return True
 
     def rel(self, path: str) -> str:
         return os.path.relpath(path, self.root_str)
@@ -314,6 +331,7 @@ def scan(
         report.error_count = 1
         return report
     start_cat = "mail" if os.path.normpath(str(root)) in sc.mail_dirs else "other"
+    sc.first_visit(str(root))
     report.total_bytes = sc.scan_dir(str(root), start_cat, root.name, 0)
     report.seconds = time.perf_counter() - started
     report.files, report.dirs = sc.files, sc.dirs

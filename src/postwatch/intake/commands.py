@@ -12,9 +12,14 @@ import typer
 from postwatch.cli_kit import DEFAULT_CONFIG_PATH, ConfigOption, find_form
 
 
+def _printable(text: str) -> str:
+    """Text for one terminal line: control characters shown as ``?``."""
+    return "".join(c if c.isprintable() else "?" for c in text)
+
+
 def register(app: typer.Typer) -> None:
     sub = typer.Typer(
-        help="Stored form submissions: list, export, purge (personal data).",
+        help="Stored form submissions: list, export, purge (personal data), release.",
         no_args_is_help=True,
     )
 
@@ -23,7 +28,9 @@ def register(app: typer.Typer) -> None:
         config: ConfigOption = DEFAULT_CONFIG_PATH,
         form: Annotated[str | None, typer.Option(help="form id or account/form")] = None,
         since: Annotated[str | None, typer.Option(help="ISO time or a duration back (7d)")] = None,
-        status: Annotated[str | None, typer.Option(help="stored|delivered|spam|...")] = None,
+        status: Annotated[
+            str | None, typer.Option(help="stored|delivered|partial|failed|spam|throttled")
+        ] = None,
         limit: Annotated[int, typer.Option(help="at most this many")] = 100,
     ) -> None:
         """List submissions, oldest first: id, time, form, status, e-mail, deliveries."""
@@ -48,12 +55,45 @@ def register(app: typer.Typer) -> None:
                 )
         except StoreUnavailable as exc:
             fail(f"database unavailable: {exc}", 3)
+        if rows:
+            typer.echo(f"{'ID':<32} {'RECEIVED (UTC)':<19} {'FORM':<24} {'STATUS':<9} "
+                       "E-MAIL DELIVERIES")
         for r in rows:
             dels = ", ".join(f"{d['recipient']}:{d['state']}" for d in r["deliveries"]) or "-"
+            email = _printable(r["email"] or "-")
             typer.echo(
-                f"{r['id']} {r['received_at'][:19]} {r['account']}/{r['form']} {r['status']:<9}"
-                f" {(r['email'] or '-')!r} {dels}"
+                f"{r['id']:<32} {r['received_at'][:19]:<19} "
+                f"{r['account'] + '/' + r['form']:<24} {r['status']:<9} {email} {dels}"
             )
+
+    @sub.command("release")
+    def release(
+        ids: Annotated[
+            list[str] | None, typer.Argument(help="submission ids (see `submissions list`)")
+        ] = None,
+        all_: Annotated[
+            bool, typer.Option("--all", help="every throttled submission (of --form)")
+        ] = False,
+        form: Annotated[str | None, typer.Option(help="form id or account/form")] = None,
+        config: ConfigOption = DEFAULT_CONFIG_PATH,
+    ) -> None:
+        """Deliver submissions kept as throttled (over the rate limit); idempotent."""
+        from postwatch.cli_kit import fail, open_config, open_store
+        from postwatch.intake.records import release_throttled
+        from postwatch.store import StoreUnavailable
+
+        if not ids and not all_:
+            fail("name submission ids, or --all (with --form to limit it)")
+        cfg = open_config(config)
+        account, form_id = find_form(cfg, form) if form else (None, None)
+        db = open_store(cfg)
+        try:
+            done = release_throttled(db, cfg, ids=ids or None, account=account, form=form_id)
+        except StoreUnavailable as exc:
+            fail(f"database unavailable: {exc}", 3)
+        for sid in done.skipped:
+            typer.echo(f"{sid}: its form is no longer in the config; left throttled", err=True)
+        typer.echo(f"released {len(done.released)} submissions")
 
     @sub.command("export")
     def export(

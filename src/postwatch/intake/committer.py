@@ -26,6 +26,7 @@ from typing import Any
 
 from postwatch.config import Config
 from postwatch.intake import metrics
+from postwatch.intake.quietlog import QuietLog
 from postwatch.intake.submissions import (
     NewSubmission,
     Stored,
@@ -75,6 +76,11 @@ class GroupCommitter:
         self._lock = threading.Lock()
         self._live = 0  # writer threads running
         self.batches = 0  # commits done (for tests and the benchmark)
+        # during a store outage every batch fails: one line per 10 s, not one per batch
+        self.batch_failures = QuietLog(
+            log, logging.WARNING, "submission batches failed, retrying one by one",
+            report_end=False,
+        )
 
     # ------------------------------------------------------------------ callers
 
@@ -159,14 +165,11 @@ class GroupCommitter:
         try:
             outcomes = list(store_batch(self.db, self.config, [new for new, _ in batch]))
             self.batches += 1
+            self.batch_failures.ended()
         except Exception as exc:
             # one by one: isolates a bad row, and settles an idempotency-key race with another
             # process (the retry finds the winner's row); a store that is down fails each fast
-            log.warning(
-                "a batch of %d submissions failed (%s); retrying them one by one",
-                len(batch),
-                exc.__class__.__name__,
-            )
+            self.batch_failures.event(f"{len(batch)} submissions, {exc.__class__.__name__}")
             outcomes = [self._one(new) for new, _ in batch]
         self._resolve(batch, outcomes)
         if any(isinstance(o, Stored) and o.created for o in outcomes):

@@ -13,6 +13,7 @@ body itself, streaming, with the limits applied on the way.
 
 from __future__ import annotations
 
+import asyncio
 import html
 import json
 import logging
@@ -27,10 +28,13 @@ from postwatch.config import AccountConfig, Config, FormConfig, FormNotFound
 from postwatch.intake import metrics
 from postwatch.intake.committer import GroupCommitter
 from postwatch.intake.parsing import IntakeError, Limits, Parsed, parse_body
+from postwatch.intake.quietlog import QuietLog
+from postwatch.intake.records import release_throttled
 from postwatch.intake.spam import (
     RateLimiter,
     allowed_set,
     client_ip,
+    hides_the_client,
     origin_allowed,
     parse_networks,
     request_origin,
@@ -42,6 +46,8 @@ from postwatch.store import StoreUnavailable
 log = logging.getLogger("postwatch.intake")
 
 IDEMPOTENCY_FIELD = "_idempotency_key"
+#: submissions per minute per address kept as ``throttled`` (at least; 10x the rate limit)
+KEEP_THROTTLED_PER_MINUTE = 600
 _CORS_ALLOW_HEADERS = "Content-Type, Accept, Idempotency-Key, X-Requested-With"
 
 
@@ -66,12 +72,29 @@ class Intake:
         self.forms = FormIndex(config)
         self.limits = Limits.from_config(config.intake)
         self.limiter = RateLimiter(config.intake.rate_limit)
+        # past the rate limit a submission is kept as throttled; past this (a flood from one
+        # address) it is refused without being kept
+        self.keep_limiter = RateLimiter(
+            max(10 * config.intake.rate_limit, KEEP_THROTTLED_PER_MINUTE)
+            if config.intake.rate_limit else 0
+        )
+        self.proxy_warning = QuietLog(
+            log,
+            logging.WARNING,
+            "form posts arrive from a proxy address without X-Forwarded-For, so every visitor "
+            "shares one rate limit: make the proxy send X-Forwarded-For and list it in "
+            "[server] trusted_proxies",
+            interval=3600.0,
+            report_end=False,
+        )
         self.trusted = parse_networks(config.server.trusted_proxies)
         writers = config.intake.writers or (1 if getattr(db, "is_sqlite", True) else 4)
         self.committer = GroupCommitter(
             config, db, batch_max=config.intake.batch_max, writers=writers
         )
         self._origins: dict[str, set[str]] = {}
+        # a store outage refuses every submission: one ERROR line per 10 s with the count
+        self.refusals = QuietLog(log, logging.ERROR, "submissions refused, store unavailable")
 
     def origins(self, account: AccountConfig, form: FormConfig) -> set[str]:
         key = f"{account.id}/{form.id}"
@@ -130,13 +153,17 @@ class Intake:
         cors: dict[str, str],
     ) -> _Reply:
         h = req.headers
-        remote = client_ip(req.peer, h.get("x-forwarded-for"), self.trusted)
+        forwarded = h.get("x-forwarded-for")
+        remote = client_ip(req.peer, forwarded, self.trusted)
+        if self.limiter.enabled and hides_the_client(req.peer, forwarded, self.trusted):
+            metrics.PROXY_WITHOUT_FORWARDED.inc()
+            self.proxy_warning.event(f"from {req.peer}")
         wait = self.limiter.take(remote)
-        if wait:
+        if wait and self.keep_limiter.take(remote):  # a flood past even what is kept
             raise IntakeError(
                 429,
                 "rate_limited",
-                f"too many submissions from {remote}; retry in {wait} s",
+                f"too many submissions from {remote}; nothing was kept; retry in {wait} s",
                 {"Retry-After": str(wait)},
             )
         length = h.get("content-length")
@@ -160,19 +187,30 @@ class Intake:
             idempotency_key=key,
             spam=spam,
             spam_reason="honeypot" if spam else None,
+            throttled=bool(wait) and not spam,
         )
         try:
             stored = await self.committer.submit(new)
         except StoreUnavailable as exc:
-            log.error("store unavailable, submission to %s refused: %s", form.id, exc)
+            self.refusals.event(f"{form.id}: {exc}")
             raise IntakeError(
                 503, "store_unavailable", "store unavailable: nothing was stored, please retry"
             ) from None
-        except Exception:
-            log.exception("the store refused a submission to %s", form.id)
+        except Exception as exc:
+            if self.refusals.started:
+                self.refusals.event(f"{form.id}: {type(exc).__name__}: {exc}")
+            else:
+                log.exception("the store refused a submission to %s", form.id)
             raise IntakeError(
                 503, "store_unavailable", "the store refused it: nothing was stored, please retry"
             ) from None
+        self.refusals.ended()
+        if new.throttled and stored.created:
+            _THROTTLED.inc()
+            return _throttled_reply(stored.id, remote, wait, wants_json, cors)
+        if not stored.created and not new.throttled and not spam:
+            # a retry of a submission kept as throttled: it goes out now
+            await asyncio.to_thread(release_throttled, self.db, self.config, ids=[stored.id])
         (_SPAM if spam else _STORED if stored.created else _DUPLICATE).inc()
         headers = dict(cors)
         if not stored.created:
@@ -207,6 +245,22 @@ class Intake:
         return _Reply(204, headers)
 
 
+def _throttled_reply(
+    sid: str, remote: str, wait: int, wants_json: bool, cors: dict[str, str]
+) -> _Reply:
+    """429 for a submission kept as ``throttled``: the visitor is asked to send it again."""
+    message = (
+        f"too many submissions from {remote}: yours was kept but not sent yet; "
+        f"please retry in {wait} s"
+    )
+    headers = {**cors, "Retry-After": str(wait), "X-Content-Type-Options": "nosniff"}
+    if wants_json:
+        body = json.dumps({"id": sid, "status": "throttled", "error": message}).encode()
+        return _Reply(429, headers, body, "application/json")
+    return _Reply(429, headers, (message + "\n").encode(), "text/plain; charset=utf-8")
+
+
+_THROTTLED = metrics.SUBMISSIONS.labels("throttled")
 _STORED = metrics.SUBMISSIONS.labels("stored")
 _SPAM = metrics.SUBMISSIONS.labels("spam")
 _DUPLICATE = metrics.SUBMISSIONS.labels("duplicate")

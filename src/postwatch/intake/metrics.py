@@ -6,7 +6,8 @@ from prometheus_client import Counter, Histogram
 
 SUBMISSIONS = Counter(
     "postwatch_intake_submissions",
-    "Submissions answered with a success, by result (stored, spam, duplicate)",
+    "Submissions kept, by result (stored, spam, duplicate, throttled: kept over the rate limit"
+    " and not delivered until released)",
     ["result"],
 )
 REJECTED = Counter(
@@ -24,4 +25,9 @@ BATCH_SIZE = Histogram(
     "postwatch_intake_batch_size",
     "Submissions written per transaction (group commit)",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+)
+PROXY_WITHOUT_FORWARDED = Counter(
+    "postwatch_intake_proxy_without_forwarded_for",
+    "Form posts from a proxy address (loopback or trusted_proxies) without X-Forwarded-For: "
+    "every visitor behind it shares one rate limit",
 )

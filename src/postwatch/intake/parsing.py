@@ -8,6 +8,7 @@ included); they are data, and the delivery room is the one place that makes mail
 
 from __future__ import annotations
 
+import codecs
 import json
 import re
 import urllib.parse
@@ -111,13 +112,25 @@ async def read_limited(chunks: AsyncIterator[bytes], limit: int) -> bytes:
     return bytes(buf)
 
 
+#: the charsets a urlencoded body may declare (by Python codec name): what browsers send.
+#: Others (punycode, idna, utf-7, rot13, base64, zlib...) are codecs, not form charsets.
+CHARSETS = frozenset({"utf-8", "ascii", "iso8859-1", "iso8859-15", "cp1252"})
+
+
 def _charset(params: dict[bytes, bytes]) -> str:
-    cs = params.get(b"charset", b"utf-8").decode("latin-1").strip().lower() or "utf-8"
+    cs = params.get(b"charset", b"utf-8").decode("latin-1").strip().strip('"').lower() or "utf-8"
     try:
-        "".encode(cs)
-    except LookupError:
-        raise IntakeError(415, "unsupported_type", f"unknown charset {cs!r}") from None
-    return cs
+        name = codecs.lookup(cs).name
+    except (LookupError, ValueError):
+        name = ""
+    if name not in CHARSETS:
+        raise IntakeError(
+            415,
+            "unsupported_type",
+            f"unsupported charset {cs[:40]!r}; send utf-8 (or us-ascii, iso-8859-1, "
+            "iso-8859-15, windows-1252)",
+        )
+    return name
 
 
 async def parse_body(
@@ -162,8 +175,9 @@ async def parse_body(
 def _parse_urlencoded(raw: bytes, charset: str, fields: _Fields) -> None:
     try:
         text = raw.decode(charset)
-    except UnicodeDecodeError as exc:
-        raise malformed(f"body is not valid {charset} (byte {exc.start})") from None
+    except UnicodeError as exc:
+        where = f" (byte {exc.start})" if isinstance(exc, UnicodeDecodeError) else ""
+        raise malformed(f"body is not valid {charset}{where}") from None
     for pair in text.split("&"):
         if not pair:
             continue
@@ -171,7 +185,7 @@ def _parse_urlencoded(raw: bytes, charset: str, fields: _Fields) -> None:
         try:
             name = urllib.parse.unquote_plus(name, encoding=charset, errors="strict")
             value = urllib.parse.unquote_plus(value, encoding=charset, errors="strict")
-        except UnicodeDecodeError:
+        except UnicodeError:
             raise malformed(f"a percent-encoded field is not valid {charset}") from None
         fields.add(name, value)
 
@@ -189,6 +203,8 @@ def _scalar(name: str, v: Any) -> str:
 def _parse_json(raw: bytes, fields: _Fields) -> None:
     try:
         data = json.loads(raw)
+    except RecursionError:
+        raise malformed("body is JSON nested too deep; send an object of text values") from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise malformed(f"body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):

@@ -2,6 +2,14 @@
 
 Purges delete the submissions, their attachments and their delivery jobs, and leave one
 ``submissions_purged`` event per form saying how many were removed and why, never what.
+
+Erasure (:func:`purge_email`) finds every submission that holds the address anywhere: the
+``email`` column or any field value, alone or inside a text (``mailto:``, "write to ..."), in
+any case (Unicode case folding), any Unicode normal form (NFKC), and with an internationalised
+domain in either form (``bücher.example`` / ``xn--bcher-kva.example``). The store only narrows
+the candidates, with ASCII fragments of the address that every one of those forms contains
+literally whatever the store's JSON encoding (SQLite keeps JSON ``\\u``-escaped, PostgreSQL
+does not); the decision is :func:`holds_address` on the decoded fields.
 """
 
 from __future__ import annotations
@@ -9,16 +17,19 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
+import unicodedata
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import String, cast, delete, func, or_, select
+from sqlalchemy import String, and_, cast, delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from postwatch.config import Config, FormConfig
+from postwatch.outbox import enqueue, job_rows
 from postwatch.store.events import record_event
 from postwatch.store.models import Attachment, DeliveryJob, Submission, utcnow
 
@@ -221,13 +232,55 @@ def _record(session: Session, purged: dict[tuple[str, str], Purged], why: str) -
         )
 
 
-def _holds_address(fields: dict[str, Any], address: str) -> bool:
-    for v in fields.values():
-        values = v if isinstance(v, list) else [v]
-        for x in values:
-            if isinstance(x, str) and x.strip().lower() == address:
-                return True
+# an address as it may appear inside a text: no spaces, brackets, quotes or separators
+_ADDRESS_IN_TEXT = re.compile(r"[^\s<>()\[\]{},;:\"'`]+@[^\s<>()\[\]{},;:\"'`@]+")
+# ASCII characters that stand for themselves in every form of an address; ``s`` and ``k`` are
+# left out because non-ASCII characters case-fold to them (``ß`` -> ``ss``, the Kelvin sign)
+_PLAIN = frozenset("abcdefghijlmnopqrtuvwxyz0123456789.@-_+")
+
+
+def canonical_address(text: str) -> str:
+    """An address in one form for comparison: NFKC, case-folded, the domain in Unicode."""
+    text = unicodedata.normalize("NFKC", text).casefold().strip().strip(".")
+    local, at, domain = text.rpartition("@")
+    if not at:
+        return text
+    labels = []
+    for label in domain.split("."):
+        if label.startswith("xn--"):
+            try:
+                label = label.encode("ascii").decode("idna")
+            except UnicodeError:
+                pass
+        labels.append(label)
+    return f"{local}@{'.'.join(labels)}"
+
+
+def holds_address(value: Any, address: str) -> bool:
+    """Does ``value`` (a field value: text, list, object) hold ``address`` (canonical)?"""
+    if isinstance(value, str):
+        if "@" not in value and "\uff20" not in value:  # the fullwidth at sign folds to @
+            return False
+        text = unicodedata.normalize("NFKC", value)
+        return any(
+            canonical_address(m.group(0)) == address for m in _ADDRESS_IN_TEXT.finditer(text)
+        )
+    if isinstance(value, list):
+        return any(holds_address(v, address) for v in value)
+    if isinstance(value, dict):
+        return any(holds_address(v, address) for v in value.values())
     return False
+
+
+def address_fragments(address: str) -> list[str]:
+    """ASCII fragments (3+ characters) of a canonical address that appear literally, up to ASCII
+    case, in the stored text of every submission holding it (see the module docstring)."""
+    local, _, domain = address.rpartition("@")
+    # a domain label with non-ASCII letters may be stored in punycode: leave it out whole
+    labels = [lb if lb.isascii() else "\x00" for lb in domain.split(".")]
+    text = unicodedata.normalize("NFKC", f"{local}@{'.'.join(labels)}")
+    runs = re.split(r"[^" + re.escape("".join(sorted(_PLAIN))) + r"]+", text)
+    return sorted({r for r in runs if len(r) >= 3}, key=len, reverse=True)[:4]
 
 
 def _like_escape(text: str) -> str:
@@ -235,30 +288,29 @@ def _like_escape(text: str) -> str:
 
 
 def purge_email(db: Any, address: str) -> list[Purged]:
-    """Erasure request: every submission whose e-mail (or any field) is ``address``."""
-    address = address.strip().lower()
+    """Erasure request: every submission that holds ``address`` in its e-mail or any field."""
+    address = canonical_address(address)
     if "@" not in address:
         raise ValueError(f"not an e-mail address: {address!r}")
+    stored_text = func.lower(
+        func.coalesce(Submission.email, "") + " " + cast(Submission.fields, String)
+    )
+    narrow = [
+        stored_text.like(f"%{_like_escape(f)}%", escape="\\") for f in address_fragments(address)
+    ]
     with db.session() as s:
-        cand = s.execute(
-            select(
-                Submission.id,
-                Submission.account,
-                Submission.form,
-                Submission.email,
-                Submission.fields,
-            ).where(
-                or_(
-                    Submission.email == address,
-                    func.lower(cast(Submission.fields, String)).like(
-                        f"%{_like_escape(address)}%", escape="\\"
-                    ),
-                )
-            )
-        ).all()
+        query = select(
+            Submission.id,
+            Submission.account,
+            Submission.form,
+            Submission.email,
+            Submission.fields,
+        )
+        if narrow:
+            query = query.where(or_(Submission.email == address, *[and_(*narrow)]))
         by_form: dict[tuple[str, str], list[str]] = defaultdict(list)
-        for sid, account, form, email, fields in cand:
-            if email == address or _holds_address(fields or {}, address):
+        for sid, account, form, email, fields in s.execute(query.execution_options(yield_per=1000)):
+            if holds_address(email or "", address) or holds_address(fields or {}, address):
                 by_form[(account, form)].append(sid)
         purged = _purge_ids(s, by_form)
         _record(s, purged, "erasure")
@@ -277,6 +329,52 @@ def _purge_ids(
             p.attachments += n_a
             p.jobs += n_j
     return purged
+
+
+# --------------------------------------------------------------------------- throttled
+
+
+@dataclass
+class Released:
+    released: list[str]
+    skipped: list[str]  # throttled submissions of a form no longer in the config
+
+
+def release_throttled(
+    db: Any,
+    config: Config,
+    *,
+    ids: Sequence[str] | None = None,
+    account: str | None = None,
+    form: str | None = None,
+) -> Released:
+    """Deliver submissions kept as ``throttled`` (over the rate limit): each gets its delivery
+    jobs, status ``stored`` and a ``submission_released`` event, in one transaction. Others
+    (already stored, spam) are left alone, so releasing twice changes nothing."""
+    out = Released([], [])
+    now = utcnow()
+    with db.session() as s:
+        q = select(Submission).where(Submission.status == "throttled")
+        if ids is not None:
+            q = q.where(Submission.id.in_(list(ids)))
+        if account is not None:
+            q = q.where(Submission.account == account)
+        if form is not None:
+            q = q.where(Submission.form == form)
+        for sub in s.scalars(q.order_by(Submission.received_at)):
+            found = config.form(f"{sub.account}/{sub.form}")
+            if found is None:
+                out.skipped.append(sub.id)
+                continue
+            sub.status = "stored"
+            enqueue(s, job_rows(sub.id, sub.account, sub.form, found[1].recipients,
+                                sender=config.smtp.sender, now=now))
+            record_event(
+                s, "submission_released", account=sub.account, form=sub.form, at=now,
+                data={"submission": sub.id, "recipients": list(found[1].recipients)},
+            )
+            out.released.append(sub.id)
+    return out
 
 
 def retention_days(config: Config, account: str, form: str) -> int:

@@ -10,6 +10,7 @@ import ipaddress
 import math
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
@@ -51,15 +52,35 @@ def client_ip(peer: str | None, forwarded_for: str | None, trusted: list[IPNetwo
     return hops[0] if hops else addr
 
 
+def hides_the_client(peer: str | None, forwarded_for: str | None, trusted: list[IPNetwork]) -> bool:
+    """True for a request from a proxy address (a trusted proxy, or loopback: a same-host
+    proxy) without X-Forwarded-For: every visitor then looks like the proxy."""
+    if forwarded_for or not peer:
+        return False
+    try:
+        loopback = ipaddress.ip_address(peer).is_loopback
+    except ValueError:
+        return False
+    return loopback or (bool(trusted) and _in(peer, trusted))
+
+
 class RateLimiter:
-    """A token bucket per client address: ``per_minute`` submissions, bursts of as many."""
+    """A token bucket per client address: ``per_minute`` submissions, bursts of as many.
+
+    At most ``max_clients`` addresses are tracked; past that the least recently seen one is
+    forgotten (O(1) per request, whatever the flood of unique addresses)."""
 
     def __init__(self, per_minute: int, *, max_clients: int = 100_000) -> None:
         self.capacity = float(per_minute)
         self.rate = per_minute / 60.0  # tokens per second
         self.max_clients = max_clients
-        self._buckets: dict[str, tuple[float, float]] = {}
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
         self._lock = threading.Lock()
+
+    @property
+    def tracked(self) -> int:
+        """Addresses with a bucket now."""
+        return len(self._buckets)
 
     @property
     def enabled(self) -> bool:
@@ -70,26 +91,17 @@ class RateLimiter:
         if not self.enabled:
             return 0
         now = time.monotonic() if now is None else now
+        buckets = self._buckets
         with self._lock:
-            tokens, last = self._buckets.get(key, (self.capacity, now))
+            tokens, last = buckets.pop(key, (self.capacity, now))
             tokens = min(self.capacity, tokens + (now - last) * self.rate)
-            if tokens >= 1.0:
-                self._buckets[key] = (tokens - 1.0, now)
-                if len(self._buckets) > self.max_clients:
-                    self._prune(now)
+            allowed = tokens >= 1.0
+            buckets[key] = (tokens - 1.0, now) if allowed else (tokens, now)  # the newest
+            if len(buckets) > self.max_clients:
+                buckets.popitem(last=False)  # the least recently seen
+            if allowed:
                 return 0
-            self._buckets[key] = (tokens, now)
             return max(1, math.ceil((1.0 - tokens) / self.rate))
-
-    def _prune(self, now: float) -> None:
-        """Forget clients whose bucket has filled up again (they are as good as new)."""
-        full = [
-            k
-            for k, (tokens, last) in self._buckets.items()
-            if tokens + (now - last) * self.rate >= self.capacity
-        ]
-        for k in full:
-            del self._buckets[k]
 
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}

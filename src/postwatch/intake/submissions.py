@@ -53,8 +53,22 @@ class NewSubmission:
     spam: bool = False
     #: why it is spam (``honeypot``...), recorded in the ``spam_blocked`` event
     spam_reason: str | None = None
+    #: over the rate limit: kept (status ``throttled``, no delivery) until released
+    throttled: bool = False
     #: the rows bound for the driver ahead of the writer's turn (group commit), if done
     prepared: Prepared | None = field(default=None, repr=False, compare=False)
+
+
+    @property
+    def status(self) -> str:
+        """The stored status: ``spam`` and ``throttled`` ones get no delivery jobs."""
+        return "spam" if self.spam else "throttled" if self.throttled else "stored"
+
+    @property
+    def event_kind(self) -> str:
+        return {"spam": "spam_blocked", "throttled": "submission_throttled"}.get(
+            self.status, "submission_stored"
+        )
 
 
 @dataclass(frozen=True)
@@ -98,7 +112,7 @@ def add_submission(session: Session, config: Config, new: NewSubmission) -> Stor
         remote_addr=new.remote_addr,
         user_agent=new.user_agent,
         idempotency_key=new.idempotency_key,
-        status="spam" if new.spam else "stored",
+        status=new.status,
     )
     session.add(sub)
     for f in new.files:
@@ -111,12 +125,12 @@ def add_submission(session: Session, config: Config, new: NewSubmission) -> Stor
                 data=f.data,
             )
         )
-    if not new.spam:
+    if new.status == "stored":
         enqueue(session, job_rows(sid, new.account.id, new.form.id, new.form.recipients,
                                   sender=config.smtp.sender, now=now))
     record_event(
         session,
-        "spam_blocked" if new.spam else "submission_stored",
+        new.event_kind,
         account=new.account.id,
         form=new.form.id,
         at=now,
@@ -126,6 +140,8 @@ def add_submission(session: Session, config: Config, new: NewSubmission) -> Stor
 
 
 def _event_data(sid: str, new: NewSubmission) -> dict[str, Any]:
+    if new.throttled:
+        return {"submission": sid, "why": "rate_limit", "remote_addr": new.remote_addr}
     if new.spam:
         data: dict[str, Any] = {"submission": sid, "why": new.spam_reason or "spam"}
         if new.remote_addr:
@@ -213,7 +229,7 @@ def prepare(new: NewSubmission, config: Config, dialect: Any, sid: str | None = 
     key = (new.account.id, new.form.id, new.idempotency_key) if new.idempotency_key else None
     sub = _bind(Submission.__table__, dialect, _SUB_COLS, (  # type: ignore[arg-type]
         sid, new.account.id, new.form.id, now, new.fields, submitter_email(new.form, new.fields),
-        new.remote_addr, new.user_agent, new.idempotency_key, "spam" if new.spam else "stored",
+        new.remote_addr, new.user_agent, new.idempotency_key, new.status,
     ))
     files = [
         _bind(Attachment.__table__, dialect, _FILE_COLS,  # type: ignore[arg-type]
@@ -221,7 +237,7 @@ def prepare(new: NewSubmission, config: Config, dialect: Any, sid: str | None = 
         for f in new.files
     ]
     jobs = []
-    if not new.spam:
+    if new.status == "stored":
         jobs = [
             _bind(DeliveryJob.__table__, dialect, _JOB_COLS,  # type: ignore[arg-type]
                   tuple(row[c] for c in _JOB_COLS))
@@ -229,8 +245,7 @@ def prepare(new: NewSubmission, config: Config, dialect: Any, sid: str | None = 
                                 sender=config.smtp.sender, now=now)
         ]
     event = _bind(Event.__table__, dialect, _EVENT_COLS, (  # type: ignore[arg-type]
-        now, "spam_blocked" if new.spam else "submission_stored", new.account.id, new.form.id,
-        None, _event_data(sid, new),
+        now, new.event_kind, new.account.id, new.form.id, None, _event_data(sid, new),
     ))
     sort = (new.idempotency_key is None, new.idempotency_key or "")
     return Prepared(dialect.name, sid, key, sub, sort, files, jobs, event)

@@ -17,6 +17,8 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,15 @@ WRITE_LOCK_WAIT = 30.0
 
 class StoreUnavailable(Exception):
     """The database cannot be reached or written; callers must not acknowledge data."""
+
+
+@dataclass(frozen=True)
+class WriteFailure:
+    """Writes are failing: since when, how often, and the last error (``/healthz`` says so)."""
+
+    since: datetime
+    count: int
+    error: str
 
 
 def normalise_url(url: str, base_dir: Path | None = None) -> str:
@@ -55,7 +66,7 @@ class Database:
         kwargs: dict[str, Any] = {"echo": echo, "future": True}
         if self.dialect == "sqlite":
             if u.database and u.database != ":memory:":
-                Path(u.database).parent.mkdir(parents=True, exist_ok=True)
+                create_private(Path(u.database))
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         else:
             kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
@@ -67,6 +78,11 @@ class Database:
         self._ro_sessions = sessionmaker(self._ro_engine, expire_on_commit=False)
         # re-entrant: a thread that nests write sessions meets SQLite's lock as before
         self._write_lock = threading.RLock() if self.dialect == "sqlite" else None
+        #: set while write sessions fail (disk full, database down); cleared by the next commit
+        #: that really changed rows (an empty commit proves nothing on a full disk)
+        self.write_failure: WriteFailure | None = None
+        self._wrote = threading.local()
+        _track_writes(self.engine, self._wrote)
 
     @property
     def is_sqlite(self) -> bool:
@@ -88,17 +104,31 @@ class Database:
     @contextmanager
     def _session(self, *, readonly: bool) -> Iterator[Session]:
         factory = self._ro_sessions if readonly else self._sessions
+        self._wrote.rows = False
         try:
             with factory() as s:
                 try:
                     yield s
                     if not readonly:
                         s.commit()
+                        if self.write_failure is not None and self._wrote.rows:
+                            self.write_failure = None
                 except BaseException:
                     s.rollback()
                     raise
         except OperationalError as exc:
-            raise StoreUnavailable(str(exc.orig) if exc.orig else str(exc)) from exc
+            error = str(exc.orig) if exc.orig else str(exc)
+            if not readonly:
+                self._write_failed(error)
+            raise StoreUnavailable(error) from exc
+
+    def _write_failed(self, error: str) -> None:
+        old = self.write_failure
+        self.write_failure = WriteFailure(
+            since=old.since if old else datetime.now(UTC),
+            count=(old.count if old else 0) + 1,
+            error=error[:300],
+        )
 
     def migrate(self) -> None:
         """Bring the schema to the newest version of every room (Alembic ``upgrade heads``)."""
@@ -125,6 +155,32 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _track_writes(engine: Engine, flag: threading.local) -> None:
+    """Note, per thread, that a statement changed rows (see ``Database.write_failure``)."""
+
+    @event.listens_for(engine, "after_cursor_execute")
+    def _after(
+        _conn: Connection, cursor: Any, statement: str, *_args: Any
+    ) -> None:
+        if statement[:6].upper() in ("INSERT", "UPDATE", "DELETE") and cursor.rowcount:
+            flag.rows = True
+
+
+def create_private(path: Path) -> None:
+    """Create a SQLite file (and the folders above it) readable by its owner only: it holds
+    personal data. SQLite gives its -wal and -shm files the database file's mode. An existing
+    file keeps its mode (the operator may have chosen it)."""
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError:
+        return  # SQLite reports the real problem when it opens the file
+    os.close(fd)
 
 
 def _sqlite_setup(engine: Engine) -> None:

@@ -28,6 +28,8 @@ from datetime import UTC, datetime, tzinfo
 log = logging.getLogger("postwatch.watch.syslog")
 
 MAX_MESSAGE = 64 * 1024
+#: TCP senders at once (each rsyslog/Vector keeps one connection); more are closed on accept
+MAX_TCP_CLIENTS = 64
 _MONTHS = {
     m: i
     for i, m in enumerate(
@@ -278,6 +280,7 @@ class SyslogListener:
         tz: tzinfo = UTC,
         on_frame: FrameHandler | None = None,
         backlog: Callable[[], bool] | None = None,
+        max_tcp_clients: int = MAX_TCP_CLIENTS,
     ) -> None:
         host, _, port = listen.rpartition(":")
         self.host = host.strip("[]") or "127.0.0.1"
@@ -296,6 +299,8 @@ class SyslogListener:
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
         self._conns: set[asyncio.Task[None]] = set()
+        self.max_tcp_clients = max_tcp_clients
+        self.refused_clients = 0
 
     def handle(self, data: bytes, peer: str) -> None:
         self.received += 1
@@ -334,6 +339,13 @@ class SyslogListener:
             self.tcp_port = self._tcp.sockets[0].getsockname()[1]
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._conns) >= self.max_tcp_clients:  # a flood of connections: refuse the new
+            self.refused_clients += 1
+            if self.refused_clients in (1, 10, 100) or self.refused_clients % 1000 == 0:
+                log.warning("syslog: %d TCP clients refused (limit %d)",
+                            self.refused_clients, self.max_tcp_clients)
+            writer.close()
+            return
         task = asyncio.current_task()
         if task is not None:
             self._conns.add(task)
