@@ -3,6 +3,12 @@
 Each worker handles one job at a time. It polls every ``delivery.poll_interval`` and wakes at
 once when ``postwatch.delivery.wake()`` is called in this process. On stop (SIGTERM) it finishes
 the send in hand, records its result, gives back any claim it still holds and returns.
+
+Each outcome is one INFO line in the service log, in words
+(:func:`postwatch.lead_words.lead_outcome_words`): "handed to 127.0.0.1:25 (queued as 4XyZ), not
+yet confirmed" for a relay's 250, "mailbox full, held ..., copy sent to ..." for a hold.
+A held job's retry asks the server for no bounce notice where the outcome is learned otherwise
+(:func:`postwatch.delivery.send.dsn_request`).
 """
 
 from __future__ import annotations
@@ -14,14 +20,18 @@ import os
 import socket
 import time
 import uuid
+from dataclasses import dataclass
+from datetime import datetime
 
 from postwatch.config import Config
 from postwatch.delivery import _register, _unregister
 from postwatch.delivery.compose import compose
 from postwatch.delivery.outbox import Claimed, Outcome, claim, record, release
-from postwatch.delivery.send import Reply, send
+from postwatch.delivery.send import Reply, dsn_request, send
+from postwatch.lead_words import LeadOutcome, lead_outcome_words
 from postwatch.reasons import Reason, Verdict
 from postwatch.store import Database, StoreUnavailable
+from postwatch.store.models import DeliveryJob
 
 log = logging.getLogger("postwatch.delivery")
 
@@ -31,6 +41,12 @@ _PROCESS_TAG = uuid.uuid4().hex[:8]
 def worker_id(n: int) -> str:
     """``host:pid:random:n`` - unique across processes and machines sharing one database."""
     return f"{socket.gethostname()[:64]}:{os.getpid()}:{_PROCESS_TAG}:{n}"
+
+
+@dataclass(frozen=True)
+class _Schedule:
+    hold_until: datetime | None = None
+    next_attempt_at: datetime | None = None
 
 
 class DeliveryWorker:
@@ -72,6 +88,7 @@ class DeliveryWorker:
         return bool(jobs)
 
     def handle(self, job: Claimed) -> Outcome:
+        before = self._schedule(job.job_id)
         try:
             msg = compose(self.config, job.mail)
         except Exception as exc:  # a job that cannot be composed must not stop the worker
@@ -81,16 +98,41 @@ class DeliveryWorker:
                 Verdict(Reason.OTHER, permanent=True, status=None, code=None), "compose",
             )
         else:
-            reply = send(self.config.smtp, msg, self.config.smtp.sender, job.mail.recipient)
+            notify = dsn_request(self.config, held_retry=before.hold_until is not None)
+            reply = send(self.config.smtp, msg, self.config.smtp.sender, job.mail.recipient,
+                         notify)
         outcome = self._record(job, reply)
-        log.info(
-            "job %s %s -> %s (%s): %s", job.job_id, job.mail.recipient, outcome.result,
-            outcome.reason or "ok", reply.line,
-        )
+        after = self._schedule(job.job_id) if outcome.result in ("held", "deferred") else before
+        log.info("%s", lead_outcome_words(self._words(job, reply, outcome, before, after)))
         if outcome.result == "delivered":
             self.sent += 1
         return outcome
 
+    def _words(self, job: Claimed, reply: Reply, outcome: Outcome, before: _Schedule,
+               after: _Schedule) -> LeadOutcome:
+        found = self.config.form(f"{job.mail.account}/{job.mail.form}")
+        smtp = self.config.smtp
+        return LeadOutcome(
+            submission=job.mail.submission_id, recipient=job.mail.recipient,
+            result=outcome.result, role=job.mail.role,
+            reason=outcome.reason or (reply.verdict.reason.value if reply.verdict else None),
+            reply=reply.line, relay=f"{smtp.host}:{smtp.port}", final=smtp.final,
+            first_hold=outcome.result == "held" and before.hold_until is None,
+            fallback=tuple(found[1].fallback) if found else (),
+            next_attempt=after.next_attempt_at, hold_until=after.hold_until,
+        )
+
+    def _schedule(self, job_id: int) -> _Schedule:
+        """The job's hold and next attempt as stored (for the bounce-notice choice and the
+        log line); empty if the store cannot say right now (the send goes ahead anyway)."""
+        try:
+            with self.db.session(readonly=True) as s:
+                row = s.get(DeliveryJob, job_id)
+                if row is None:
+                    return _Schedule()
+                return _Schedule(row.hold_until, row.next_attempt_at)
+        except StoreUnavailable:
+            return _Schedule()
 
     def _record(self, job: Claimed, reply: Reply) -> Outcome:
         """Record the result; if the store is briefly down, keep trying for half the lease so a
