@@ -150,8 +150,12 @@ def check_config(config: ConfigOption = DEFAULT_CONFIG_PATH) -> None:
             typer.echo(f"{exc.path}: {loc + ': ' if loc else ''}{msg}", err=True)
         raise typer.Exit(2) from None
     problems: list[str] = []
+    warnings: list[str] = []
     for mod in room_modules("checks"):
         problems.extend(mod.check(cfg))
+        warnings.extend(getattr(mod, "warnings", lambda _cfg: [])(cfg))
+    for w in warnings:  # set-ups that work but lose news: said, not failed
+        typer.echo(f"{config}: warning: {w}", err=True)
     for p in problems:
         typer.echo(f"{config}: {p}", err=True)
     if problems:
