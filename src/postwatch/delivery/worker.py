@@ -103,7 +103,8 @@ class DeliveryWorker:
                          notify)
         outcome = self._record(job, reply)
         after = self._schedule(job.job_id) if outcome.result in ("held", "deferred") else before
-        log.info("%s", lead_outcome_words(self._words(job, reply, outcome, before, after)))
+        level = logging.WARNING if outcome.result in ("failed", "lost") else logging.INFO
+        log.log(level, "%s", lead_outcome_words(self._words(job, reply, outcome, before, after)))
         if outcome.result == "delivered":
             self.sent += 1
         return outcome
