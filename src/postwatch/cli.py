@@ -23,7 +23,7 @@ from postwatch.cli_kit import (
     open_store,
     parse_since,
 )
-from postwatch.rooms import config_problems, rooms
+from postwatch.rooms import config_problems, config_warnings, rooms
 
 # Start-up stays cheap: pydantic (postwatch.config), SQLAlchemy (postwatch.store), asyncio and
 # logging are imported inside the commands that use them, so ``postwatch --help`` and
@@ -109,6 +109,8 @@ def check_config(config: ConfigOption = DEFAULT_CONFIG_PATH) -> None:
             typer.echo(f"{exc.path}: {loc + ': ' if loc else ''}{msg}", err=True)
         raise typer.Exit(ExitCode.BAD_INPUT) from None
     problems = config_problems(cfg)
+    for w in config_warnings(cfg):  # set-ups that work but lose news: said, not failed
+        typer.echo(f"{config}: warning: {w}", err=True)
     for p in problems:
         typer.echo(f"{config}: {p}", err=True)
     if problems:

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 from typer.core import TyperGroup
 
-from postwatch.rooms import DEFAULT_CONFIG_PATH, ListenError, config_problems
+from postwatch.rooms import DEFAULT_CONFIG_PATH, ListenError, config_problems, config_warnings
 
 if TYPE_CHECKING:
     from postwatch.config import Config
@@ -108,6 +108,8 @@ def open_config(path: Path, *, check: bool = False) -> Config:
         if problems:
             fail(f"{path}: {len(problems)} problem(s); not starting (see postwatch check-config)",
                  ExitCode.BAD_INPUT)
+        for w in config_warnings(cfg):
+            typer.secho(f"{path}: warning: {w}", fg=typer.colors.YELLOW, err=True)
     return cfg
 
 

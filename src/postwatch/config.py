@@ -753,6 +753,7 @@ def resolve_path(cfg: Config, p: Path | str) -> Path:
 
 SAMPLE_CONFIG = """\
 # postwatch configuration. Every option is documented in docs/CONFIG.md.
+# Fill in the commented parts: `postwatch check-config` warns until someone will be told.
 
 [server]
 listen = "127.0.0.1:8025"
@@ -767,6 +768,13 @@ sender = "postwatch@localhost.localdomain"
 security = "none"                        # none | starttls | tls
 # username = "postwatch"
 # password_env = "POSTWATCH_SMTP_PASSWORD"
+# true only if this listener refuses a full mailbox at RCPT (Postfix + Dovecot quota-status):
+# then its 250 means "in the mailbox". false: a relay; the outcome comes from its log below.
+final = false
+
+[[maillogs]]                             # the relay's log: bounces after its 250 are seen here
+path = "/var/log/mail.log"
+format = "postfix"
 
 [[accounts]]
 id = "example"
@@ -777,6 +785,21 @@ id = "contact"
 recipients = ["info@example.org"]
 fallback = ["owner@example.net"]         # gets the lead too when a recipient cannot take it
 redirect = "https://example.org/thank-you"
+
+[[accounts.mailboxes]]                   # watched: full-mailbox episodes, quota
+address = "info@example.org"
+# [accounts.mailboxes.quota]             # how full it is (imap, doveadm or maildir)
+# source = "imap"
+# host = "mail.example.org"
+# user = "info@example.org"
+# password_env = "POSTWATCH_INFO_PASSWORD"
+
+# Who is told when mail stops arriving. Use a channel that does not depend on the mailbox
+# being watched (a full info@ cannot receive the alert about itself).
+# [[accounts.contacts]]
+# name = "Owner"
+# role = "owner"
+# channels = ["ntfy://ntfy.sh/CHANGE-ME", "mailtos://user:pass@mail.example.net?to=owner@example.net"]
 """
 
 

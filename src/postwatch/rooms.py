@@ -119,6 +119,10 @@ class _ChecksModule(Protocol):
     def check(self, config: Config) -> list[str]: ...
 
 
+class _WarningsModule(Protocol):
+    def warnings(self, config: Config) -> list[str]: ...
+
+
 class Room(Protocol):
     """One feature room as the edges see it."""
 
@@ -131,6 +135,8 @@ class Room(Protocol):
     def services(self, config: Config, db: Database) -> list[Service]: ...
 
     def check(self, config: Config) -> list[str]: ...
+
+    def warnings(self, config: Config) -> list[str]: ...
 
 
 class PackageRoom:
@@ -168,6 +174,12 @@ class PackageRoom:
         mod = self._module("checks")
         return list(cast(_ChecksModule, mod).check(config)) if mod else []
 
+    def warnings(self, config: Config) -> list[str]:
+        mod = self._module("checks")
+        if mod is None or not hasattr(mod, "warnings"):
+            return []
+        return list(cast(_WarningsModule, mod).warnings(config))
+
     def __repr__(self) -> str:
         return f"PackageRoom({self.name!r})"
 
@@ -181,3 +193,10 @@ def config_problems(config: Config) -> list[str]:
     """The one validation of a loaded config beyond its schema: every room's checks.
     ``check-config`` prints them; ``serve`` and ``worker`` refuse to start with any."""
     return [p for room in rooms() for p in room.check(config)]
+
+
+def config_warnings(config: Config) -> list[str]:
+    """Set-ups that work but lose news (nobody to tell; a relay whose bounces nobody reads):
+    every room's ``checks.warnings``. ``check-config`` prints them and still passes; ``serve``
+    and ``worker`` log them at start."""
+    return [w for room in rooms() for w in room.warnings(config)]

@@ -62,7 +62,8 @@ def test_history_from_plain_rows() -> None:
     ]
     notes, quota = history_from_events(rows, mailbox="info@gym.example")
     assert [n["kind"] for n in notes] == ["mailbox_full", "notification_sent"]
-    assert [q["data"]["percent"] for q in quota] == [97]
+    assert [q["percent"] for q in quota] == ["97%"]
+    assert "data" not in notes[0] and "data" not in quota[0]  # rows for people, not raw JSON
 
 
 def test_config_adds_who_was_told_what(tmp_path: Path) -> None:
@@ -131,11 +132,15 @@ def test_config_adds_who_was_told_what(tmp_path: Path) -> None:
         "mailbox_full",
         "notification_sent",
     ]
-    assert d["history"]["quota"][0]["data"] == {"used_kib": 204, "limit_kib": 200}
+    q = d["history"]["quota"][0]
+    assert (q["used"], q["limit"], q["percent"]) == ("204.0 KB", "200.0 KB", "102%")
+    told = d["history"]["notifications"][1]
+    assert told["how"] == "e-mail" and told["what"] == "told"
     assert not any("How full the mailbox was" in q for q in d["unanswered"])
     assert not any("Who was told" in q for q in d["unanswered"])
     html = (tmp_path / "r.html").read_text()
     assert "Who was told what" in html and "<b>552" not in html
+    assert "{&#34;" not in html and '{"' not in html  # tables, not JSON
 
 
 def test_bad_config_is_a_message(tmp_path: Path) -> None:
@@ -194,3 +199,18 @@ def test_mask() -> None:
 
     assert mask("x postgresql://u:p@h/db y") == "x postgresql://u:***@h/db y"
     assert mask("sqlite:///a.db") == "sqlite:///a.db"
+
+
+def test_told_rows_are_words_without_internal_data() -> None:
+    from postwatch.forensics.history import told_row
+
+    sent = told_row("notification_sent", "t", {
+        "alert": 7, "contact": "Ellen de Vries", "role": "owner",
+        "channel": "json://hooks.example/***", "message": "info@gym.example is full"})
+    assert sent == {"at": "t", "kind": "notification_sent", "who": "Ellen de Vries (owner)",
+                    "how": "webhook", "what": "told: info@gym.example is full"}
+    full = told_row("mailbox_full", "t", {"source": "file:/var/log/mail.log",
+                                           "evidence": "552 5.2.2"})
+    assert "/var/log" not in str(full) and full["what"].startswith("postwatch saw")
+    esc = told_row("alert_escalated", "t", {"severity": "critical", "concern": "mailbox_full"})
+    assert esc["what"] == "alert escalated to the next person (critical, mailbox_full)"

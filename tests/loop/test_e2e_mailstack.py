@@ -59,7 +59,9 @@ def stack(mailstack_factory: Callable[..., MailStack]) -> MailStack:
     )
 
 
-def pw_config(tmp_path: Path, stack: MailStack, db: Database, *, log: bool) -> Config:
+def pw_config(
+    tmp_path: Path, stack: MailStack, db: Database, *, log: bool, bounces: bool = True
+) -> Config:
     overrides: dict[str, Any] = {
         "database": {"url": db.url},
         "smtp": {"host": "127.0.0.1", "port": stack.smtp_port, "sender": BOUNCES,
@@ -76,6 +78,9 @@ def pw_config(tmp_path: Path, stack: MailStack, db: Database, *, log: bool) -> C
     }
     if log:
         overrides["maillogs"] = [{"path": str(stack.postfix_log), "format": "postfix"}]
+    if bounces:  # postwatch asks for bounce notices only where a watch reads them
+        overrides["bounce_mailboxes"] = [bounce_box(stack).model_dump(mode="json") | {
+            "password": stack.password(BOUNCES)}]
     return make_config(tmp_path, **overrides)
 
 

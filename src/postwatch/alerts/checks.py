@@ -72,3 +72,16 @@ def check(cfg: Config) -> list[str]:
                     f"{' or '.join(wanted)}"
                 )
     return problems
+
+
+def warnings(cfg: Config) -> list[str]:
+    """An account with forms or watched mailboxes but no contact with a channel: postwatch
+    keeps its leads, but nobody hears that mail stopped arriving."""
+    out: list[str] = []
+    for acc in cfg.accounts:
+        if (acc.forms or acc.mailboxes) and not any(c.channels for c in acc.contacts):
+            out.append(
+                f"accounts[{acc.id}]: nobody will be told when its mail stops arriving: no "
+                "contact with a channel ([[accounts.contacts]], docs/CONFIG.md)"
+            )
+    return out

@@ -1,5 +1,6 @@
-"""Extra ``postwatch check-config`` checks of the delivery settings (combinations that are
-certainly wrong; a form without fallback recipients is allowed)."""
+"""Extra ``postwatch check-config`` checks of the delivery settings: ``check`` lists
+combinations that are certainly wrong (they fail the check; a form without fallback recipients
+is allowed), ``warnings`` set-ups that work but lose news (printed, the check still passes)."""
 
 from __future__ import annotations
 
@@ -24,3 +25,20 @@ def check(cfg: Config) -> list[str]:
     if cfg.smtp.password is not None and not cfg.smtp.username:
         problems.append("smtp: a password is given but no username")
     return problems
+
+
+def warnings(cfg: Config) -> list[str]:
+    """A relay (``final = false``) whose later bounces nobody reads: neither a followed mail
+    log nor a watched bounce mailbox. The lead then shows "delivered" (handed over) while the
+    mailbox refused it after the 250, and no fallback copy goes out."""
+    if not any(a.forms for a in cfg.accounts) or cfg.smtp.final:
+        return []
+    if cfg.maillogs or cfg.syslog is not None or cfg.bounce_mailboxes:
+        return []
+    return [
+        "smtp.final = false and neither a followed mail log ([[maillogs]] or [syslog]) nor a "
+        "bounce mailbox ([[bounce_mailboxes]]): bounces after the relay's 250 go unseen (the "
+        "lead shows delivered, no fallback copy is sent). Follow the relay's log, watch the "
+        "mailbox of smtp.sender, or point [smtp] at a listener that refuses at RCPT and set "
+        "final = true (docs/delivery.md)"
+    ]

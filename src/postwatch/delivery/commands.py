@@ -3,11 +3,31 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
 import typer
 
 from postwatch.cli_kit import DEFAULT_CONFIG_PATH, ConfigOption
+
+
+def _aware(t: datetime | None) -> datetime | None:
+    """Times from the store are UTC (SQLite gives them back without their zone)."""
+    return t.replace(tzinfo=UTC) if t is not None and t.tzinfo is None else t
+
+
+def _shown(t: datetime | None, zone: str) -> str:
+    """A time for people, with its zone: ``2026-12-01 15:05:00 CET`` in ``[alerts] timezone``."""
+    t = _aware(t)
+    if t is None:
+        return "-"
+    from zoneinfo import ZoneInfo
+
+    return t.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+QUEUE_HEADER = f"{'JOB':>7} {'STATE':<9} {'ROLE':<8} {'RECIPIENT':<32} {'TRIES':>5} " \
+    f"{'NEXT TRY':<23} LAST REPLY"
 
 
 def register(app: typer.Typer) -> None:
@@ -33,25 +53,29 @@ def register(app: typer.Typer) -> None:
         db = open_store(cfg)
         try:
             with db.session(readonly=True) as s:
-                rows = [
+                rows: list[dict[str, Any]] = [
                     {
                         "job": j.id, "submission": j.submission_id, "form": f"{j.account}/{j.form}",
                         "recipient": j.recipient, "role": j.role, "state": j.state,
-                        "attempts": j.attempts, "next_attempt_at": j.next_attempt_at.isoformat(),
-                        "hold_until": j.hold_until.isoformat() if j.hold_until else None,
+                        "attempts": j.attempts, "next_attempt_at": _aware(j.next_attempt_at),
+                        "hold_until": _aware(j.hold_until),
                         "last_reason": j.last_reason, "last_reply": j.last_reply,
                     }
                     for j in queue(s, include_done=all_, recipient=recipient, limit=limit)
                 ]
         except StoreUnavailable as exc:
             fail(f"database unavailable: {exc}", 3)
+        zone = cfg.alerts.timezone
+        if rows and not as_json:
+            typer.echo(QUEUE_HEADER)
         for r in rows:
             if as_json:
-                typer.echo(json.dumps(r, ensure_ascii=False, sort_keys=True))
+                iso = {k: v.isoformat() if isinstance(v, datetime) else v for k, v in r.items()}
+                typer.echo(json.dumps(iso, ensure_ascii=False, sort_keys=True))
             else:
                 typer.echo(
                     f"{r['job']:>7} {r['state']:<9} {r['role']:<8} {r['recipient']:<32} "
-                    f"attempts={r['attempts']} next={r['next_attempt_at']} "
+                    f"{r['attempts']:>5} {_shown(r['next_attempt_at'], zone):<23} "
                     f"{r['last_reply'] or ''}"
                 )
         if not rows and not as_json:

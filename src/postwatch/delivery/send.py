@@ -9,6 +9,15 @@ job retries with backoff until ``delivery.give_up_after`` and then goes to the f
 
 The password is a ``SecretStr`` and is only revealed in the call to ``smtp.login``; error texts
 from the server are kept, but never the credentials.
+
+Envelope options, each only when the server offers the extension in its EHLO answer:
+
+- ``SIZE=n`` on ``MAIL FROM`` (RFC 1870), always: a server that checks the quota at RCPT (Postfix
+  with Dovecot's quota-status policy) compares that size with the room left, so a mailbox that
+  is exactly full is refused at RCPT instead of accepted and bounced after the 250.
+- ``NOTIFY=`` on ``RCPT TO`` (RFC 3461 DSN) as :func:`dsn_request` decides: ``NEVER`` where
+  postwatch learns the outcome without a bounce notice, else ``FAILURE`` with ``RET=HDRS`` on
+  ``MAIL FROM`` (the notice carries the headers, with the Message-ID, not the lead's text).
 """
 
 from __future__ import annotations
@@ -17,8 +26,9 @@ import smtplib
 import ssl
 from dataclasses import dataclass
 from email.message import EmailMessage
+from enum import StrEnum
 
-from postwatch.config import SmtpConfig
+from postwatch.config import Config, SmtpConfig
 from postwatch.reasons import Reason, Verdict, classify_smtp_reply
 
 
@@ -35,6 +45,33 @@ class Reply:
     @property
     def line(self) -> str:
         return f"{self.code} {self.text}" if self.code is not None else self.text
+
+
+class Notify(StrEnum):
+    """The bounce notices postwatch asks a DSN-capable server for (RFC 3461 ``NOTIFY``)."""
+
+    NEVER = "NEVER"  # the outcome is learned otherwise: no notice to the sender address
+    FAILURE = "FAILURE"  # a notice only if the mail finally fails (no "delayed" notices)
+
+
+def dsn_request(config: Config, *, held_retry: bool) -> Notify:
+    """Which bounce notices one send asks for (docs/delivery.md, "Bounce notices").
+
+    A bounce notice is needed only where it is postwatch's one witness of what happened after
+    the 250: ``[smtp] final = false``, no followed mail log (``[[maillogs]]`` or ``[syslog]``)
+    and a watched bounce mailbox that reads it. A held job's retry asks for none in every other
+    case; the first hand-over of a lead also gets one when a bounce mailbox is watched next to
+    the log (a second witness, read by postwatch, not by a person).
+    """
+    log_followed = bool(config.maillogs) or config.syslog is not None
+    bounces_read = bool(config.bounce_mailboxes)
+    if config.smtp.final:
+        return Notify.NEVER  # the reply is the outcome
+    if held_retry:
+        return Notify.FAILURE if bounces_read and not log_followed else Notify.NEVER
+    if log_followed and not bounces_read:
+        return Notify.NEVER
+    return Notify.FAILURE
 
 
 def _decode(raw: bytes | str) -> str:
@@ -63,8 +100,14 @@ def tls_context(cfg: SmtpConfig) -> ssl.SSLContext:
     return ctx
 
 
-def send(cfg: SmtpConfig, msg: EmailMessage, sender: str, recipient: str) -> Reply:
-    """Send ``msg`` to exactly one envelope recipient; never raises for SMTP/network trouble."""
+def send(
+    cfg: SmtpConfig, msg: EmailMessage, sender: str, recipient: str,
+    notify: Notify | None = None,
+) -> Reply:
+    """Send ``msg`` to exactly one envelope recipient; never raises for SMTP/network trouble.
+
+    ``notify``: the bounce notices to ask for where the server offers DSN (None: the server's
+    default)."""
     timeout = cfg.timeout.total_seconds()
     stage = "connect"
     smtp: smtplib.SMTP | None = None
@@ -90,16 +133,24 @@ def send(cfg: SmtpConfig, msg: EmailMessage, sender: str, recipient: str) -> Rep
             password = cfg.password.get_secret_value() if cfg.password else ""
             smtp.login(cfg.username, password)
         stage = "mail"
+        data = msg.as_bytes(policy=msg.policy)  # policy SMTP: CRLF, the size on the wire
         options = ["SMTPUTF8"] if smtp.has_extn("smtputf8") and not sender.isascii() else []
+        if smtp.has_extn("size"):
+            options.append(f"SIZE={len(data)}")
+        rcpt_options: list[str] = []
+        if notify is not None and smtp.has_extn("dsn"):
+            rcpt_options.append(f"NOTIFY={notify.value}")
+            if notify is not Notify.NEVER:
+                options.append("RET=HDRS")
         code, raw = smtp.mail(sender, options)
         if code != 250:
             return _answer(code, raw, stage)
         stage = "rcpt"
-        code, raw = smtp.rcpt(recipient)
+        code, raw = smtp.rcpt(recipient, rcpt_options)
         if code not in (250, 251):
             return _answer(code, raw, stage)
         stage = "data"
-        code, raw = smtp.data(msg.as_bytes(policy=msg.policy))
+        code, raw = smtp.data(data)
         if code != 250:
             return _answer(code, raw, stage)
         return Reply(True, code, _decode(raw), None, "done")

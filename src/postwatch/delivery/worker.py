@@ -3,6 +3,12 @@
 Each worker handles one job at a time. It polls every ``delivery.poll_interval`` and wakes at
 once when ``postwatch.outbox.wake.wake()`` is called in this process. On stop (SIGTERM) it finishes
 the send in hand, records its result, gives back any claim it still holds and returns.
+
+Each outcome is one INFO line in the service log, in words
+(:func:`postwatch.lead_words.lead_outcome_words`): "handed to 127.0.0.1:25 (queued as 4XyZ), not
+yet confirmed" for a relay's 250, "mailbox full, held ..., copy sent to ..." for a hold.
+A held job's retry asks the server for no bounce notice where the outcome is learned otherwise
+(:func:`postwatch.delivery.send.dsn_request`).
 """
 
 from __future__ import annotations
@@ -11,10 +17,13 @@ import asyncio
 import contextlib
 import logging
 import time
+from dataclasses import dataclass
+from datetime import datetime
 
 from postwatch.config import Config
 from postwatch.delivery.compose import compose
-from postwatch.delivery.send import Reply, send
+from postwatch.delivery.send import Reply, dsn_request, send
+from postwatch.lead_words import LeadOutcome, lead_outcome_words
 from postwatch.outbox import (
     Claimed,
     Transition,
@@ -29,6 +38,7 @@ from postwatch.outbox.wake import unregister as _unregister
 from postwatch.reasons import Reason, Verdict
 from postwatch.services import Backoff, run_periodic
 from postwatch.store import Database, StoreUnavailable
+from postwatch.store.models import DeliveryJob
 
 log = logging.getLogger("postwatch.delivery")
 
@@ -36,6 +46,12 @@ log = logging.getLogger("postwatch.delivery")
 def worker_id(n: int) -> str:
     """The lease owner of worker ``n`` (:func:`postwatch.outbox.lease_owner`)."""
     return lease_owner(n)
+
+
+@dataclass(frozen=True)
+class _Schedule:
+    hold_until: datetime | None = None
+    next_attempt_at: datetime | None = None
 
 
 class DeliveryWorker:
@@ -75,6 +91,7 @@ class DeliveryWorker:
         return bool(jobs)
 
     def handle(self, job: Claimed) -> Transition:
+        before = self._schedule(job.job_id)
         try:
             msg = compose(self.config, job.mail)
         except Exception as exc:  # a job that cannot be composed must not stop the worker
@@ -84,16 +101,42 @@ class DeliveryWorker:
                 Verdict(Reason.OTHER, permanent=True, status=None, code=None), "compose",
             )
         else:
-            reply = send(self.config.smtp, msg, self.config.smtp.sender, job.mail.recipient)
+            notify = dsn_request(self.config, held_retry=before.hold_until is not None)
+            reply = send(self.config.smtp, msg, self.config.smtp.sender, job.mail.recipient,
+                         notify)
         outcome = self._record(job, reply)
-        log.info(
-            "job %s %s -> %s (%s): %s", job.job_id, job.mail.recipient, outcome.result,
-            outcome.reason or "ok", reply.line,
-        )
+        after = self._schedule(job.job_id) if outcome.result in ("held", "deferred") else before
+        level = logging.WARNING if outcome.result in ("failed", "lost") else logging.INFO
+        log.log(level, "%s", lead_outcome_words(self._words(job, reply, outcome, before, after)))
         if outcome.result == "delivered":
             self.sent += 1
         return outcome
 
+    def _words(self, job: Claimed, reply: Reply, outcome: Transition, before: _Schedule,
+               after: _Schedule) -> LeadOutcome:
+        found = self.config.form(f"{job.mail.account}/{job.mail.form}")
+        smtp = self.config.smtp
+        return LeadOutcome(
+            submission=job.mail.submission_id, recipient=job.mail.recipient,
+            result=outcome.result, role=job.mail.role,
+            reason=outcome.reason or (reply.verdict.reason.value if reply.verdict else None),
+            reply=reply.line, relay=f"{smtp.host}:{smtp.port}", final=smtp.final,
+            first_hold=outcome.result == "held" and before.hold_until is None,
+            fallback=tuple(found[1].fallback) if found else (),
+            next_attempt=after.next_attempt_at, hold_until=after.hold_until,
+        )
+
+    def _schedule(self, job_id: int) -> _Schedule:
+        """The job's hold and next attempt as stored (for the bounce-notice choice and the
+        log line); empty if the store cannot say right now (the send goes ahead anyway)."""
+        try:
+            with self.db.session(readonly=True) as s:
+                row = s.get(DeliveryJob, job_id)
+                if row is None:
+                    return _Schedule()
+                return _Schedule(row.hold_until, row.next_attempt_at)
+        except StoreUnavailable:
+            return _Schedule()
 
     def _record(self, job: Claimed, reply: Reply) -> Transition:
         """Record the result; if the store is briefly down, keep trying for half the lease so a

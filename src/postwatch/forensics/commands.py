@@ -88,7 +88,9 @@ def _write(path: Path, text: str, what: str) -> None:
 
 def investigate_command(
     mailbox: Annotated[str, typer.Option("--mailbox", help="the mailbox the form mails to")],
-    json_out: Annotated[Path, typer.Option("--json", help="write the JSON report here")],
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="write the JSON report here")
+    ] = None,
     access_log: Annotated[
         list[str] | None,
         typer.Option("--access-log", help="access log (repeatable; .gz and globs allowed)"),
@@ -111,7 +113,13 @@ def investigate_command(
         str | None, typer.Option(help="local date where the window ends (excluded)")
     ] = None,
     timezone: Annotated[
-        str | None, typer.Option("--timezone", help="IANA zone for times without an offset")
+        str | None,
+        typer.Option("--timezone", help="IANA zone of the logs' times without an offset"),
+    ] = None,
+    display_timezone: Annotated[
+        str | None,
+        typer.Option("--display-timezone", help="IANA zone the report shows times in "
+                     "(default: --timezone)"),
     ] = None,
     year: Annotated[int | None, typer.Option(help="year of syslog timestamps without one")] = None,
     access_format: Annotated[
@@ -132,7 +140,7 @@ def investigate_command(
         typer.Option(
             "--config",
             "-c",
-            help="postwatch config: add its event log (notifications, quota history)",
+            help="postwatch config: count its sign-ups, add who was told what and quota history",
         ),
     ] = None,
     quiet: Annotated[
@@ -140,7 +148,9 @@ def investigate_command(
     ] = False,
 ) -> None:
     """Turn access logs and mail logs into an evidence report: submissions, deliveries, bounces
-    and why, episodes of a full mailbox, and the people whose sign-ups never arrived."""
+    and why, episodes of a full mailbox, and the people whose sign-ups never arrived.
+
+    Without --json, --html or --csv the three-sentence answer is printed."""
     from postwatch.forensics.engine import (
         InvestigateError,
         InvestigateOptions,
@@ -167,8 +177,14 @@ def investigate_command(
         access_format=access_format,
         mail_format=mail_format,
     )
+    if display_timezone is not None:
+        try:
+            resolve_timezone(display_timezone)
+        except InvestigateError:
+            _fail(f"--display-timezone: unknown time zone {display_timezone!r}")
+    records = None
     if config is not None:
-        from postwatch.forensics.history import load_event_rows
+        from postwatch.forensics.history import load_store_records
 
         try:
             tz, _ = resolve_timezone(timezone)
@@ -177,12 +193,14 @@ def investigate_command(
 
             start = datetime.combine(opts.since, dtime(0), tz) if opts.since else None
             end = datetime.combine(opts.until, dtime(0), tz) if opts.until else None
-            opts.events = load_event_rows(config, mailbox=mailbox, since=start, until=end)
+            records = load_store_records(config, mailbox=mailbox, since=start, until=end)
+            opts.events = records.events
         except InvestigateError as exc:
             _fail(str(exc))
         except RuntimeError as exc:
             _fail(f"--config {config}: {exc}", 3)
-    progress = None if quiet else _Progress(total_bytes(opts))
+    outputs = json_out is not None or html_out is not None or csv_out is not None
+    progress = None if quiet or not outputs else _Progress(total_bytes(opts))
     try:
         report = investigate(opts, progress)
     except InvestigateError as exc:
@@ -191,9 +209,17 @@ def investigate_command(
     finally:
         if progress is not None:
             progress.close()
+    if records is not None:
+        report.signups = records.signups
+    report.display_timezone = display_timezone
     from postwatch.forensics.render import answer, render_csv, render_html, render_json
 
-    _write(json_out, render_json(report), "JSON report")
+    if not outputs:
+        for sentence in answer(report):
+            print(sentence)
+        return
+    if json_out is not None:
+        _write(json_out, render_json(report), "JSON report")
     if html_out is not None:
         _write(html_out, render_html(report), "HTML report")
     if csv_out is not None:

@@ -256,7 +256,7 @@ class _Investigation:
         self.tz, self.tzname = resolve_timezone(opts.timezone)
         if not opts.mailbox or "@" not in opts.mailbox:
             raise InvestigateError(f"--mailbox: not an e-mail address: {opts.mailbox!r}")
-        if not opts.form_paths:
+        if not opts.form_paths and opts.access_logs:  # a mail-log-only run needs none
             raise InvestigateError("--form-path: give the URL path of the form's POST")
         if opts.since and opts.until and opts.since >= opts.until:
             raise InvestigateError("--since must be before --until (the window is [since, until))")

@@ -42,6 +42,25 @@ class Episode:
 
 
 @dataclass(slots=True)
+class SignUp:
+    """One sign-up postwatch took in for the mailbox (``--config``), counted once however many
+    times it was retried, with where it went."""
+
+    submission: str
+    received: datetime
+    form: str
+    #: primary (the mailbox has it) | fallback (only the fallback copy arrived) | both |
+    #: waiting (nobody has it yet, postwatch still tries) | lost (nobody has it, nothing left)
+    where: str
+    reached_mailbox: datetime | None = None
+    copies: list[str] = field(default_factory=list)  # fallback recipients that got it
+    last_reason: str | None = None  # why the mailbox did not take it (if it did not)
+
+
+SIGNUP_PLACES = ("primary", "fallback", "both", "waiting", "lost")
+
+
+@dataclass(slots=True)
 class HourBucket:
     start: datetime  # local time, aware
     submissions: int = 0
@@ -83,6 +102,16 @@ class Report:
     quota_history: list[dict[str, Any]] = field(default_factory=list)
     mail_coverage: tuple[datetime | None, datetime | None] = (None, None)
     access_coverage: tuple[datetime | None, datetime | None] = (None, None)
+    #: postwatch's own sign-ups for the mailbox (``--config``); None: not read
+    signups: list[SignUp] | None = None
+    #: the zone times are shown in (``--display-timezone``); default: ``timezone``
+    display_timezone: str | None = None
+
+    def signup_counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(SIGNUP_PLACES, 0)
+        for s in self.signups or ():
+            counts[s.where] = counts.get(s.where, 0) + 1
+        return counts
 
     # --- derived numbers ---------------------------------------------------------------------
     def count(self, outcome: str) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import datetime
+from datetime import datetime, tzinfo
 from functools import cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -39,16 +39,42 @@ _REASON_WORDS = {
 }
 
 
-def _iso(t: datetime | None) -> str | None:
-    return t.isoformat() if t is not None else None
+def display_tz(rep: Report) -> tzinfo | None:
+    """The zone the report shows times in: ``--display-timezone``, else the logs' times as
+    parsed (already in ``--timezone``)."""
+    if not rep.display_timezone:
+        return None
+    from zoneinfo import ZoneInfo
+
+    return ZoneInfo(rep.display_timezone)
 
 
-def _human(t: datetime | None) -> str:
-    return t.strftime("%a %d %b %Y %H:%M %Z").strip() if t is not None else "-"
+def _shown(t: datetime, tz: tzinfo | None) -> datetime:
+    return t.astimezone(tz) if tz is not None and t.tzinfo is not None else t
+
+
+def _iso(t: datetime | None, tz: tzinfo | None = None) -> str | None:
+    return _shown(t, tz).isoformat() if t is not None else None
+
+
+def _iso_text(text: str, tz: tzinfo | None) -> str:
+    """An ISO time from the event log (UTC) in the display zone (or the logs' zone)."""
+    try:
+        t = datetime.fromisoformat(text)
+    except ValueError:
+        return text
+    return _shown(t, tz).isoformat()
+
+
+def _human(t: datetime | None, tz: tzinfo | None = None) -> str:
+    if t is None:
+        return "-"
+    return _shown(t, tz).strftime("%a %d %b %Y %H:%M %Z").strip()
 
 
 def report_dict(rep: Report) -> dict[str, Any]:
     """The JSON shape (the keys of issue 3, plus more)."""
+    tz = display_tz(rep)
     return {
         "query": {
             "mailbox": rep.mailbox,
@@ -56,11 +82,12 @@ def report_dict(rep: Report) -> dict[str, Any]:
             "form_sender": rep.form_sender,
             "vhost": rep.vhost,
             "timezone": rep.timezone,
-            "since": _iso(rep.since),
-            "until": _iso(rep.until),
+            "display_timezone": rep.display_timezone or rep.timezone,
+            "since": _iso(rep.since, tz),
+            "until": _iso(rep.until, tz),
             "matching": rep.matching,
         },
-        "generated_at": _iso(rep.generated_at),
+        "generated_at": _iso(rep.generated_at, tz),
         "answer": answer(rep),
         "submissions": {
             "total": rep.submissions_total,
@@ -74,8 +101,8 @@ def report_dict(rep: Report) -> dict[str, Any]:
             "bounced": rep.count("bounced"),
             "pending": rep.count("pending"),
             "by_reason": rep.by_reason,
-            "first_mailbox_full": _iso(rep.first_mailbox_full),
-            "last_mailbox_full": _iso(rep.last_mailbox_full),
+            "first_mailbox_full": _iso(rep.first_mailbox_full, tz),
+            "last_mailbox_full": _iso(rep.last_mailbox_full, tz),
             "mailbox_full_failures": rep.mailbox_full_failures,
             "rejected_at_rcpt": rep.rejected_at_rcpt,
             "dovecot_quota_lines": rep.dovecot_quota_lines,
@@ -88,30 +115,43 @@ def report_dict(rep: Report) -> dict[str, Any]:
             },
             "full_episodes": [
                 {
-                    "start": _iso(e.start),
-                    "end": _iso(e.end),
+                    "start": _iso(e.start, tz),
+                    "end": _iso(e.end, tz),
                     "failures": e.failures,
-                    "recovered": _iso(e.recovered),
+                    "recovered": _iso(e.recovered, tz),
                 }
                 for e in rep.episodes
             ],
         },
         "submitters": {"recovered": rep.recovered_submitters},
-        "messages": [_message_dict(m) for m in rep.form_messages],
+        "messages": [_message_dict(m, tz) for m in rep.form_messages],
         "hourly": [
             {
-                "hour": _iso(h.start),
+                "hour": _iso(h.start, tz),
                 "submissions": h.submissions,
                 "delivered": h.delivered,
                 "mailbox_full": h.mailbox_full,
             }
             for h in rep.hours
         ],
-        "history": {"notifications": rep.notifications, "quota": rep.quota_history},
+        "signups": None if rep.signups is None else {
+            **rep.signup_counts(),
+            "total": len(rep.signups),
+            "list": [
+                {"submission": s.submission, "received": _iso(s.received, tz), "form": s.form,
+                 "where": s.where, "reached_mailbox": _iso(s.reached_mailbox, tz),
+                 "copies": s.copies, "reason": s.last_reason}
+                for s in rep.signups
+            ],
+        },
+        "history": {
+            "notifications": [r | {"at": _iso_text(r["at"], tz)} for r in rep.notifications],
+            "quota": [r | {"at": _iso_text(r["at"], tz)} for r in rep.quota_history],
+        },
         "unanswered": rep.unanswered,
         "coverage": {
-            "mail": [_iso(rep.mail_coverage[0]), _iso(rep.mail_coverage[1])],
-            "access": [_iso(rep.access_coverage[0]), _iso(rep.access_coverage[1])],
+            "mail": [_iso(rep.mail_coverage[0], tz), _iso(rep.mail_coverage[1], tz)],
+            "access": [_iso(rep.access_coverage[0], tz), _iso(rep.access_coverage[1], tz)],
         },
         "inputs": [
             {
@@ -130,21 +170,21 @@ def report_dict(rep: Report) -> dict[str, Any]:
     }
 
 
-def _message_dict(m: FormMessage) -> dict[str, Any]:
+def _message_dict(m: FormMessage, tz: tzinfo | None) -> dict[str, Any]:
     return {
         "queue_id": m.queue_id,
         "mta": m.mta,
-        "arrived": _iso(m.arrived),
+        "arrived": _iso(m.arrived, tz),
         "sender": m.sender,
         "outcome": m.outcome,
         "reason": m.reason,
         "permanent": m.permanent,
         "status": m.status,
         "attempts": m.attempts,
-        "last_attempt": _iso(m.last_attempt),
-        "delivered_at": _iso(m.delivered_at),
+        "last_attempt": _iso(m.last_attempt, tz),
+        "delivered_at": _iso(m.delivered_at, tz),
         "other_recipients": m.other_recipients,
-        "submission": _iso(m.submission),
+        "submission": _iso(m.submission, tz),
     }
 
 
@@ -154,12 +194,13 @@ def render_json(rep: Report) -> str:
 
 # --- the three sentences ----------------------------------------------------------------
 def _window_phrase(rep: Report) -> str:
+    tz = display_tz(rep)
     if rep.since and rep.until:
-        return f"Between {_human(rep.since)} and {_human(rep.until)}"
+        return f"Between {_human(rep.since, tz)} and {_human(rep.until, tz)}"
     if rep.since:
-        return f"Since {_human(rep.since)}"
+        return f"Since {_human(rep.since, tz)}"
     if rep.until:
-        return f"Until {_human(rep.until)}"
+        return f"Until {_human(rep.until, tz)}"
     return "In the logs given"
 
 
@@ -170,27 +211,68 @@ def _n(count: int, word: str) -> str:
     return f"{count} {plural}"
 
 
+def _signup_sentence(rep: Report) -> str:
+    """With ``--config``: postwatch's own sign-ups, each counted once, with where it went."""
+    c = rep.signup_counts()
+    n = sum(c.values())
+    mb = rep.mailbox
+    if n == 0:
+        return f"postwatch took in no sign-up for {mb} in this window."
+    copies = sorted({a for s in rep.signups or () for a in s.copies})
+    to = f" ({', '.join(copies)})" if copies else ""
+    if c["primary"] == n:
+        s = f"All {_n(n, 'sign-up')} reached {mb}"
+    else:
+        parts = [f"{c['primary'] + c['both']} reached {mb}"]
+        if c["both"]:
+            parts[0] += f" ({c['both']} of them also as a fallback copy{to})"
+        if c["fallback"]:
+            parts.append(f"{c['fallback']} only as the fallback copy{to}")
+        if c["waiting"]:
+            parts.append(f"{c['waiting']} reached nobody yet and postwatch still tries")
+        s = f"Of the {_n(n, 'sign-up')}, " + ", ".join(parts)
+    return s + f"; {_n(c['lost'], 'sign-up')} lost."
+
+
 def answer(rep: Report) -> list[str]:
     """The answer in three sentences, for a person who reads nothing else."""
+    tz = display_tz(rep)
     n = len(rep.form_messages)
     delivered, bounced, pending = rep.count("delivered"), rep.count("bounced"), rep.count("pending")
-    s1 = f"{_window_phrase(rep)}, the form was submitted {_n(rep.submissions_total, 'time')}"
-    if rep.submissions_rejected:
-        s1 += f" ({_n(rep.submissions_rejected, 'more attempt')} refused by the web server)"
-    s1 += "."
-    reasons = rep.by_reason
-    if n == 0:
-        s2 = f"No form mail to {rep.mailbox} was found in the mail logs."
-    elif delivered == n:
-        s2 = f"All {_n(n, 'form mail')} reached {rep.mailbox}."
+    access = any(i.kind == "access" for i in rep.inputs)
+    if rep.signups is not None:
+        s1 = f"{_window_phrase(rep)}, postwatch took in {_n(len(rep.signups), 'sign-up')} for "\
+            f"{rep.mailbox}"
+        if access:
+            s1 += f" (the web server logged {_n(rep.submissions_total, 'form submission')}"
+            if rep.submissions_rejected:
+                s1 += f" and refused {rep.submissions_rejected} more"
+            s1 += ")"
+        s1 += "."
+        s2 = _signup_sentence(rep)
     else:
-        top = next(iter(reasons), "unknown")
-        s2 = (
-            f"Only {delivered} of the {_n(n, 'form mail')} reached {rep.mailbox}: {bounced} "
-            f"bounced and {pending} still waited when the logs end, mostly because "
-            f"{_REASON_WORDS.get(top, top)}."
-        )
-    lost = rep.recovered_submitters
+        if access:
+            times = _n(rep.submissions_total, "time")
+            s1 = f"{_window_phrase(rep)}, the form was submitted {times}"
+            if rep.submissions_rejected:
+                s1 += f" ({_n(rep.submissions_rejected, 'more attempt')} refused by the web server)"
+            s1 += "."
+        else:
+            s1 = f"{_window_phrase(rep)}, the mail logs show {_n(n, 'form mail')} to "\
+                f"{rep.mailbox} (no access log was given: form submissions not counted)."
+        reasons = rep.by_reason
+        if n == 0:
+            s2 = f"No form mail to {rep.mailbox} was found in the mail logs."
+        elif delivered == n:
+            s2 = f"All {_n(n, 'form mail')} reached {rep.mailbox}."
+        else:
+            top = next(iter(reasons), "unknown")
+            s2 = (
+                f"Only {delivered} of the {_n(n, 'form mail')} reached {rep.mailbox}: {bounced} "
+                f"bounced and {pending} still waited when the logs end, mostly because "
+                f"{_REASON_WORDS.get(top, top)}."
+            )
+    lost = rep.recovered_submitters if rep.signups is None else []
     people = (
         f", and the {_n(len(lost), 'person')} whose sign-up did not arrive "
         f"{'is' if len(lost) == 1 else 'are'} listed below."
@@ -198,25 +280,31 @@ def answer(rep: Report) -> list[str]:
         else "."
     )
     first, last = rep.first_mailbox_full, rep.last_mailbox_full
-    earlier = [e for e in rep.episodes if first is None or e.end < first]
+    # the episodes table lists every episode in the logs: the sentence counts the same ones
+    earlier = [e for e in rep.episodes if first is not None and e.end < first]
+    during = [e for e in rep.episodes if e not in earlier]
     if len(earlier) == 1:
-        before = f"it had been full once before, on {_human(earlier[0].start)}"
+        before = f"it had been full once before, on {_human(earlier[0].start, tz)}"
     elif earlier:
-        before = (
-            f"it had been full {len(earlier)} times before, the first on {_human(earlier[0].start)}"
-        )
+        first_on = _human(earlier[0].start, tz)
+        before = f"it had been full {len(earlier)} times before, the first on {first_on}"
     else:
         before = "the logs show no earlier episode"
     if first is not None and last is not None:
         s3 = (
             f"The mailbox refused mail as full {_n(rep.mailbox_full_failures, 'time')} from "
-            f"{_human(first)} to {_human(last)} ({before})"
+            f"{_human(first, tz)} to {_human(last, tz)}"
         )
+        if len(during) > 1:
+            s3 += f", in {len(during)} separate episodes"
+        s3 += f" ({before})"
         if rep.episodes and rep.episodes[-1].recovered is None:
             s3 += ", and it is still full when the logs end"
         s3 += people
     elif rep.episodes:
-        s3 = f"The mailbox was not full in the window, but {before}" + people
+        s3 = (f"The mailbox was not full in the window, but the logs show "
+              f"{_n(len(rep.episodes), 'earlier episode')}, the first on "
+              f"{_human(rep.episodes[0].start, tz)}" + people)
     else:
         s3 = "The mail logs never report the mailbox as full" + people
     return [s1, s2, s3]
@@ -241,11 +329,11 @@ CSV_COLUMNS = (
 )
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any, tz: tzinfo | None = None) -> str:
     if value is None:
         return ""
     if isinstance(value, datetime):
-        return value.isoformat()
+        return _shown(value, tz).isoformat()
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list):
@@ -260,10 +348,11 @@ def render_csv(rep: Report) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_COLUMNS)
+    tz = display_tz(rep)
     for m in rep.form_messages:
         w.writerow(
             [
-                _cell(m.arrived),
+                _cell(m.arrived, tz),
                 _cell(m.queue_id),
                 _cell(m.mta),
                 _cell(m.sender),
@@ -272,9 +361,9 @@ def render_csv(rep: Report) -> str:
                 _cell(m.permanent),
                 _cell(m.status),
                 _cell(m.attempts),
-                _cell(m.last_attempt),
-                _cell(m.delivered_at),
-                _cell(m.submission),
+                _cell(m.last_attempt, tz),
+                _cell(m.delivered_at, tz),
+                _cell(m.submission, tz),
                 _cell(m.other_recipients),
                 _cell(m.evidence),
             ]
