@@ -32,6 +32,7 @@ ROOMS = (
     "flow",
     "alerts",
     "web",
+    "demo",
 )
 
 
