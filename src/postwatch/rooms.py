@@ -33,6 +33,7 @@ ROOMS = (
     "alerts",
     "web",
     "demo",
+    "ops",
 )
 
 
