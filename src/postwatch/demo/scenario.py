@@ -166,7 +166,7 @@ helo = "postwatch.hoster.example"
 final = true
 
 [delivery]
-workers = 2
+workers = 4
 poll_interval = "{pace.poll_interval}"
 lease = "1m"
 full_retry_every = "{pace.full_retry_every}"
