@@ -36,6 +36,7 @@ import urllib.parse
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -224,9 +225,10 @@ def _filler(n: int, big: bool) -> bytes:
     return msg.as_bytes(policy=email.policy.SMTP)
 
 
-def _post_signup(port: int, n: int) -> tuple[int, str]:
+def _post_signup(port: int, n: int) -> tuple[int, str, datetime]:
     """Post one sign-up as a visitor's browser would (through a proxy, the visitor's address in
-    ``X-Forwarded-For``); return the HTTP status and the stored submission's id."""
+    ``X-Forwarded-For``); return the HTTP status, the stored submission's id and the time."""
+    at = datetime.now(UTC)
     fields = {
         "name": f"Visitor {n:02d}",
         "email": f"lead{n:02d}@visitor.example",
@@ -247,17 +249,17 @@ def _post_signup(port: int, n: int) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(req, timeout=15) as resp:
             body = json.loads(resp.read() or b"{}")
-            return int(resp.status), str(body.get("id", ""))
+            return int(resp.status), str(body.get("id", "")), at
     except urllib.error.HTTPError as exc:
-        return int(exc.code), ""
+        return int(exc.code), "", at
     except (OSError, ValueError):
-        return 0, ""
+        return 0, "", at
 
 
-def _access_line(n: int, status: int) -> str:
-    at = datetime.now(UTC).strftime("%d/%b/%Y:%H:%M:%S +0000")
+def _access_line(n: int, status: int, at: datetime) -> str:
+    when = at.strftime("%d/%b/%Y:%H:%M:%S +0000")
     return (
-        f'192.0.2.{n % 250 + 1} - - [{at}] "POST {FORM_PATH} HTTP/1.1" {status} 0 '
+        f'192.0.2.{n % 250 + 1} - - [{when}] "POST {FORM_PATH} HTTP/1.1" {status} 0 '
         '"https://www.gym.example/contact/" "Mozilla/5.0 (postwatch demo visitor)"\n'
     )
 
@@ -406,19 +408,24 @@ def _play(
     statuses: Counter[int] = Counter()
     t_campaign = time.monotonic()
     gap = pace.campaign_seconds / max(pace.signups - 1, 1)
-    with open(access_log, "a", encoding="utf-8") as alog:
+    # Visitors do not wait for each other: each posts at its moment, on its own connection.
+    with ThreadPoolExecutor(max_workers=8) as pool, \
+            open(access_log, "a", encoding="utf-8") as alog:
+        pending = []
         for i in range(1, pace.signups + 1):
-            status, sid = _post_signup(http_port, i)
+            pending.append((i, pool.submit(_post_signup, http_port, i)))
+            if i % 7 == 0 or i == pace.signups:
+                done = [f.result() for _i, f in pending if f.done()]
+                say.fact(f"{i:>3} sign-ups posted, {sum(1 for d in done if d[1])} stored "
+                         f"(HTTP 201), {len(_leads(fallback))} already at the owner's private "
+                         "address")
+            time.sleep(gap)
+        for i, fut in pending:
+            status, sid, at = fut.result()
             statuses[status] += 1
-            alog.write(_access_line(i, status))
-            alog.flush()
+            alog.write(_access_line(i, status, at))
             if sid:
                 ids[f"lead{i:02d}@visitor.example"] = sid
-            if i % 7 == 0 or i == pace.signups:
-                at_fb = len(_leads(fallback))
-                say.fact(f"{i:>3} sign-ups posted, {len(ids)} stored (HTTP 201), "
-                         f"{at_fb} already at the owner's private address")
-            time.sleep(gap)
     summary.accepted = len(ids)
     summary.timings["campaign"] = round(time.monotonic() - t_campaign, 2)
     if set(statuses) - {201}:
