@@ -42,12 +42,17 @@ from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import parseaddr
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 
-from postwatch.demo.servers import FallbackServer, MailboxServer, WebhookReceiver, free_port
+from postwatch.demo.servers import (
+    FallbackServer,
+    Hook,
+    MailboxServer,
+    WebhookReceiver,
+    free_port,
+)
 
 ACCOUNT = "gym"
 MAILBOX = "info@gym.example"
@@ -492,7 +497,7 @@ def _leads(server: MailboxServer | FallbackServer) -> list[str]:
     return [_lead(k.reply_to) for k in server.snapshot() if k.submission]
 
 
-def _resolved(hooks: WebhookReceiver, who: str) -> list[Any]:
+def _resolved(hooks: WebhookReceiver, who: str) -> list[Hook]:
     return [h for h in hooks.to(who) if h.title.startswith("Resolved")]
 
 
