@@ -59,6 +59,8 @@ ROOMS = (
     "forensics",
     "capacity",
     "alerts",
+    "demo",
+    "ops",
 )
 
 

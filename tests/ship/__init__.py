@@ -1,0 +1,1 @@
+"""Tests of what ships: postwatch demo, the Debian package, the container files."""
