@@ -10,12 +10,12 @@ import multiprocessing
 import time
 from pathlib import Path
 
-from postwatch.episodes import delivery_succeeded, mailbox_full_seen
 from sqlalchemy import select
 
 from postwatch.capacity import conditions
 from postwatch.capacity.service import CapacityService
 from postwatch.config import Config
+from postwatch.observations import delivery_succeeded, mailbox_full_seen
 from postwatch.store import Database
 from postwatch.store.events import fetch_events, record_event
 from postwatch.store.follower import EventCursor, EventFollower, from_end

@@ -18,10 +18,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from postwatch.delivery.outbox import retry_now
 
-from postwatch.delivery import wake
 from postwatch.delivery.worker import DeliveryWorker
+from postwatch.outbox import retry_now
+from postwatch.outbox.wake import wake
 from postwatch.store import Database
 from postwatch.store.events import fetch_events
 from tests.delivery.conftest import drain

@@ -8,11 +8,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from postwatch.delivery.outbox import retry_now
 from typer.testing import CliRunner
 
 from postwatch.cli import app
-from postwatch.delivery import wake
+from postwatch.outbox import retry_now
+from postwatch.outbox.wake import wake
 from postwatch.store import Database
 from tests.loop.test_e2e_mailstack import BOUNCES, INFO, OWNER, Running, job, pw_config, submit
 from tests.mailstack import MailStack
