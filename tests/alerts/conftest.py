@@ -74,6 +74,7 @@ def gym_config(
     owner_channels: list[str] | None = None,
     contacts: list[dict[str, Any]] | None = None,
     responsibilities: dict[str, list[str]] | None = None,
+    site_name: str | None = None,
     **alerts: Any,
 ) -> Config:
     """The gym of the issues, with contacts whose channels point at the sink."""
@@ -100,7 +101,8 @@ def gym_config(
             }
         ],
         "mailboxes": [{"address": "info@gym.example"}, {"address": "sales@gym.example"}],
-        "sites": [{"root": str(tmp_path / "www"), "limit_mb": 150}],
+        "sites": [{"root": str(tmp_path / "www"), "limit_mb": 150}
+                  | ({"name": site_name} if site_name else {})],
         "contacts": contacts,
         "responsibilities": responsibilities or {},
     }

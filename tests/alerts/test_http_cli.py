@@ -205,7 +205,7 @@ def test_cli_history_json_and_ack(db: Database, tmp_path: Path, sink: WebhookSin
     runner = CliRunner()
     out = runner.invoke(cli_app, ["alerts", "list", "-c", str(path)])
     assert out.exit_code == 0 and "mailbox_full" in out.output and "x4" in out.output
-    alert_id = int(out.output.split()[0])
+    alert_id = int(out.output.splitlines()[1].split()[0])  # under the header
     out = runner.invoke(cli_app, ["alerts", "ack", str(alert_id), "--by", "Jan", "-c", str(path)])
     assert out.exit_code == 0 and "acknowledged by Jan" in out.output
     out = runner.invoke(cli_app, ["alerts", "ack", "999", "-c", str(path)])

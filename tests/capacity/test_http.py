@@ -66,3 +66,23 @@ async def test_a_wiring_test_is_no_reading(db: Database, tmp_path: Path) -> None
         assert (await c.post(URL, json=BODY)).json()["events"] == ["quota_warning"]
     with db.session(readonly=True) as s:
         assert len(fetch_events(s, kinds=["quota_warning"])) == 1
+
+
+async def test_behind_a_proxy_the_token_is_required(db: Database, tmp_path: Path) -> None:
+    """A proxy on the same host turns "loopback" into "anyone" (issue 11)."""
+    from postwatch.capacity.checks import check
+
+    cfg = capacity_config(tmp_path, mailboxes=[{"address": "info@gym.example",
+                                                "quota": {"source": "maildir",
+                                                          "path": str(tmp_path)}}])
+    cfg.server.trusted_proxies = ["127.0.0.1"]
+    app = create_app(cfg, db)
+    async with client(app, "127.0.0.1") as c:
+        assert (await c.post(URL, json=BODY)).status_code == 403
+    assert any("hook_token" in p and "trusted_proxies" in p for p in check(cfg))
+    with_token = capacity_config(tmp_path, hook_token="tok-123")
+    with_token.server.trusted_proxies = ["127.0.0.1"]
+    async with client(create_app(with_token, db), "127.0.0.1") as c:
+        ok = await c.post(URL, json=BODY, headers={"Authorization": "BEARER tok-123"})
+        assert ok.status_code == 200
+    assert not any("hook_token" in p for p in check(with_token))

@@ -146,18 +146,43 @@ def mask(url: str, plugin: Any | None = None) -> str:
     except Exception:
         return _fallback_mask(url)
     base, sep, query = shown.partition("?")
+    base = _mask_path(base)
     if not sep:
-        return shown
+        return base
     if not query:
         return base
     kept = []
     for k, v in parse_qsl(query, keep_blank_values=True):
         if _DEFAULTS.get(k) == v:
             continue  # Apprise's defaults only make the URL harder to read
-        if _SECRET_KEYS.search(k) or k.startswith("+"):
-            v = "****"
+        if _SECRET_KEYS.search(k) or k.startswith(("+", "-")):
+            v = "****"  # +header and -payload values of webhooks can carry tokens
         kept.append(f"{quote(k, safe='+-_.')}={quote(v, safe='*@.-_:')}")
     return base + ("?" + "&".join(kept) if kept else "")
+
+
+#: webhook schemes whose path is an address that often holds a secret (/hooks/SECRET)
+_PATH_SECRET_SCHEMES = ("json", "jsons", "xml", "xmls", "form", "forms")
+_SECRETISH = re.compile(r"^(?=.*\d)(?=.*[A-Za-z])[A-Za-z0-9_\-]{16,}$")
+
+
+def _mask_path(base: str) -> str:
+    """A webhook's path keeps its first segment (``/hooks``); the rest is masked. Elsewhere a
+    segment that looks like a token (16+ letters and digits) is masked."""
+    scheme, sep, rest = base.partition("://")
+    if not sep or "/" not in rest:
+        return base
+    netloc, _, path = rest.partition("/")
+    segs = path.split("/")
+    out = []
+    for i, seg in enumerate(segs):
+        if seg and (
+            (scheme.lower() in _PATH_SECRET_SCHEMES and i > 0) or _SECRETISH.match(seg)
+        ):
+            out.append("****")
+        else:
+            out.append(seg)
+    return f"{scheme}://{netloc}/" + "/".join(out)
 
 
 def secret_fragments(url: str, masked: str) -> list[str]:
@@ -222,8 +247,17 @@ def broken_path(info: ChannelInfo, avoid_addresses: set[str], avoid_domains: set
     return ""
 
 
-def send(url: str, title: str, body: str) -> tuple[bool, str | None]:
+#: alert severity -> Apprise's notification type (a JSON webhook's ``"type"``)
+NOTIFY_TYPES = {"critical": "failure", "warning": "warning", "low": "info", "resolved": "success"}
+
+
+def send(
+    url: str, title: str, body: str, *, severity: str = "low"
+) -> tuple[bool, str | None]:
     """Send one message on one channel. Returns (ok, error); the error text is masked.
+
+    ``severity``: the alert's severity, or "resolved" for the good news: it becomes the
+    notification type (``"type": "failure"`` in a JSON webhook body for a critical alert).
 
     Safe to call from several threads at once: Apprise's warnings for this call are collected
     through a context variable (Apprise copies the context into its worker threads).
@@ -238,7 +272,14 @@ def send(url: str, title: str, body: str) -> tuple[bool, str | None]:
     lines: list[str] = []
     token = _capture.set(lines)
     try:
-        ok = bool(ap.notify(title=title, body=body, body_format=apprise.NotifyFormat.TEXT))
+        ok = bool(
+            ap.notify(
+                title=title,
+                body=body,
+                body_format=apprise.NotifyFormat.TEXT,
+                notify_type=NOTIFY_TYPES.get(severity, "info"),
+            )
+        )
     except Exception as exc:  # a plug-in that raises instead of reporting
         ok = False
         lines.append(f"{type(exc).__name__}: {exc}")

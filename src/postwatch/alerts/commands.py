@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from postwatch.alerts.messages import clean_text
 from postwatch.cli_kit import DEFAULT_CONFIG_PATH
 from postwatch.cli_kit import ConfigOption as ConfigOpt
+
+if TYPE_CHECKING:
+    from postwatch.config import Config
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="JSON output")]
 
@@ -64,13 +68,25 @@ def register(app: typer.Typer) -> None:
             return
         if not rows:
             typer.echo("no open alerts" if not all_ else "no alerts")
+            return
+        tz = cfg.alerts.timezone
+        typer.echo(
+            f"{'ID':>6} {'STATE':<12} {'SEVERITY':<8} {'ACCOUNT':<12} {'RULE':<13} "
+            f"{'TOLD UP TO':<12} {'SINCE (' + tz + ')':<20} SUBJECT"
+        )
         for r in rows:
-            ack = f" acked by {r['acked_by']}" if r["acked_by"] else ""
+            ack = f" acked by {clean_text(r['acked_by'])}" if r["acked_by"] else ""
             hold = f" [held back: {r['held_back']}]" if r["held_back"] else ""
+            told = _told(cfg, r)
+            since = _local(r["started_at"], tz)
+            what = f"x{r['count']}"
+            if r.get("signups"):
+                n = r["signups"]
+                what = f"{n} sign-up{'' if n == 1 else 's'}, {what}"
             typer.echo(
-                f"{r['id']:>6} {r['state']:<12} {r['severity']:<8} {r['account']:<12} "
-                f"{r['rule']:<13} {r['subject']}  x{r['count']} since {r['started_at']}"
-                f" level {r['level']}{ack}{hold}"
+                f"{r['id']:>6} {r['state']:<12} {r['severity']:<8} {clean_text(r['account']):<12} "
+                f"{r['rule']:<13} {told:<12} {since:<20} {clean_text(r['subject'])}  {what}"
+                f"{ack}{hold}"
             )
 
     @alerts.command("ack")
@@ -93,7 +109,9 @@ def register(app: typer.Typer) -> None:
 
     @alerts.command("history")
     def history(
-        account: Annotated[str, typer.Option(help="the account id")],
+        account: Annotated[
+            str | None, typer.Option(help="the account id (default: every account)")
+        ] = None,
         since: Annotated[str | None, typer.Option(help="ISO time or a duration back (7d)")] = None,
         as_json: JsonOpt = False,
         config: ConfigOpt = DEFAULT_CONFIG_PATH,
@@ -103,28 +121,39 @@ def register(app: typer.Typer) -> None:
         from postwatch.cli_kit import fail, open_config, open_store, parse_since
 
         cfg = open_config(config)
-        try:
-            cfg.account(account)
-        except KeyError:
-            fail(f"no account {account!r} in {config}")
+        if account is not None:
+            try:
+                cfg.account(account)
+            except KeyError:
+                fail(f"no account {account!r} in {config}")
         db = open_store(cfg)
+        accounts = [account] if account is not None else [a.id for a in cfg.accounts]
         with db.session(readonly=True) as s:
-            rows = hist(s, account=account, since=parse_since(since))
+            rows = [
+                r | {"account": acc} if account is None else r
+                for acc in accounts
+                for r in hist(s, account=acc, since=parse_since(since))
+            ]
+        if account is None:  # a digest over several accounts is listed once per account
+            rows.sort(key=lambda r: (r["created_at"], r["notification"]))
         if as_json:
             typer.echo(json.dumps(rows, ensure_ascii=False, indent=2))
             return
         if not rows:
-            typer.echo(f"no notifications for {account}")
+            typer.echo(f"no notifications for {account or 'any account'}")
+        tz = cfg.alerts.timezone
         for r in rows:
-            ack = f" (acknowledged by {r['acked_by']})" if r["acked_by"] else ""
+            ack = f" (acknowledged by {clean_text(r['acked_by'])})" if r["acked_by"] else ""
+            acc = f"{r['account']} " if account is None else ""
             typer.echo(
-                f"{r['created_at']} #{r['notification']} alert {r['alert'] or '-'} {r['kind']} "
-                f"-> {r['contact']} ({r['role']}): {r['state']}{ack}"
+                f"{_local(r['created_at'], tz)} ({tz}) {acc}#{r['notification']} alert "
+                f"{r['alert'] or '-'} {r['kind']} -> {clean_text(r['contact'])} ({r['role']}): "
+                f"{r['state']}{ack}"
             )
-            typer.echo(f"    {r['title']}")
+            typer.echo(f"    {clean_text(r['title'])}")
             for t in r["attempts"]:
-                err = f": {t['error']}" if t["error"] else ""
-                typer.echo(f"    {t['at']} {t['result']:<7} {t['channel']}{err}")
+                err = f": {clean_text(t['error'])}" if t["error"] else ""
+                typer.echo(f"    {_local(t['at'], tz)} {t['result']:<7} {t['channel']}{err}")
 
     @alerts.command("channels")
     def channels(
@@ -255,3 +284,29 @@ def register(app: typer.Typer) -> None:
                 fail(f"no silence {silence_id}")
             row.ends = datetime.now(UTC)
         typer.echo(f"silence {silence_id} ended")
+
+
+def _local(iso: str | None, tz: str) -> str:
+    """An ISO time from the store in the operator's zone (``[alerts] timezone``)."""
+    from zoneinfo import ZoneInfo
+
+    if not iso:
+        return "-"
+    try:
+        return datetime.fromisoformat(iso).astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M")
+    except ValueError:
+        return iso
+
+
+def _told(cfg: Config, row: dict[str, object]) -> str:
+    """Who has been told so far: the roles up to the alert's escalation level."""
+    from postwatch.alerts import routing
+
+    try:
+        account = cfg.account(str(row["account"]))
+    except KeyError:
+        return "-"
+    ladder = routing.ladder(cfg, account, str(row["concern"]))
+    level = int(str(row["level"]))
+    roles = [r for step in ladder[: level + 1] for r in step]
+    return ", ".join(dict.fromkeys(roles)) or "-"

@@ -12,9 +12,9 @@ mailbox's own server); every attempt, the channel's status and a ``notification_
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -30,7 +30,13 @@ from postwatch.store.models_alerts import Alert, AlertAttempt, AlertChannel, Ale
 
 log = logging.getLogger("postwatch.alerts")
 
-Sender = Callable[[str, str, str], tuple[bool, str | None]]
+class Sender(Protocol):
+    """Sends one message on one channel: (ok, masked error). ``severity`` is the alert's, or
+    "resolved"."""
+
+    def __call__(
+        self, url: str, title: str, body: str, *, severity: str = ...
+    ) -> tuple[bool, str | None]: ...
 #: contacts served at the same time by one step
 SEND_THREADS = 8
 
@@ -125,6 +131,9 @@ class Dispatch:
             found = self._contact(n)
             avoid = routing.Avoid(frozenset(), frozenset())
             alert = s.get(Alert, n.alert_id) if n.alert_id is not None else None
+            severity = "resolved" if n.kind == "resolved" else (
+                alert.severity if alert is not None else "low"
+            )
             if found is not None:
                 account, _c = found
                 failing = self._failing_mailboxes(s, account.id)
@@ -151,7 +160,7 @@ class Dispatch:
                     attempts.append((i, info.masked, "skipped", why, self.clock.now()))
                     last_error = f"no channel that avoids the broken path ({why})"
                     continue
-                ok, error = self.sender(url, n.title, n.body)
+                ok, error = self.sender(url, n.title, n.body, severity=severity)
                 attempts.append((i, info.masked, "sent" if ok else "failed", error,
                                  self.clock.now()))
                 if ok:

@@ -22,11 +22,15 @@ from sqlalchemy.orm import Session
 
 from postwatch.alerts import links, messages, notices, queries
 from postwatch.alerts.lifecycle import acknowledge
+from postwatch.alerts.messages import clean_text
 from postwatch.config import Config
 from postwatch.store import Database
 from postwatch.store.models_alerts import Alert
 
 log = logging.getLogger("postwatch.alerts.http")
+
+#: ids are 64-bit signed integers in the store: a larger one names no alert (404, not a 500)
+MAX_ID = 2**63
 
 # The page: one column that fits a phone, a large button, nothing loaded from elsewhere
 # (the Content-Security-Policy allows inline styles only: no scripts, no images, no frames).
@@ -279,7 +283,8 @@ def routes(config: Config, db: Database) -> APIRouter:
             raise HTTPException(
                 403, "the alerts API is off: set alerts.api_token or an account's api_token"
             )
-        given = (authorization or "").removeprefix("Bearer ").strip().encode()
+        scheme, _, value = (authorization or "").strip().partition(" ")
+        given = value.strip().encode() if scheme.lower() == "bearer" else b""
         is_operator = operator is not None and hmac.compare_digest(
             given, operator.get_secret_value().strip().encode()
         )
@@ -332,6 +337,9 @@ def routes(config: Config, db: Database) -> APIRouter:
         authorization: Annotated[str | None, Header()] = None,
     ) -> dict[str, Any]:
         caller = authorise(authorization)
+        if not 0 < alert_id < MAX_ID:
+            raise HTTPException(404, f"no alert {alert_id}")
+        by = clean_text(by) or "api"
         with db.session() as s:
             owner = s.scalar(select(Alert.account).where(Alert.id == alert_id))
             if caller is not None and owner != caller:

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from postwatch.alerts import routing, rules
+from postwatch.alerts import messages, routing, rules
 from postwatch.alerts.clock import Clock
 from postwatch.alerts.notices import Notices
 from postwatch.config import AccountConfig, Config, ContactConfig
@@ -27,10 +27,8 @@ from postwatch.store.events import record_event
 from postwatch.store.models import Event
 from postwatch.store.models_alerts import Alert, AlertNotification
 
-#: states of an alert that is not over
-OPEN = ("firing", "acknowledged")
+OPEN = rules.OPEN
 CANCELLED_BY_RESOLVE = "resolved before it was sent"
-DEDUPE = rules.DEDUPE
 
 
 @dataclass
@@ -54,7 +52,7 @@ def acknowledge(
                          alert_id)
     alert.state = "acknowledged"
     alert.acked_at = now
-    alert.acked_by = by[:200]
+    alert.acked_by = messages.clean_text(by)[:200] or "?"
     alert.next_reminder_at = None
     alert.next_escalation_at = None
     session.execute(
@@ -121,7 +119,7 @@ class Lifecycle:
         event whose names are all new adds its weight; one that names a known attempt adds
         nothing; one that shows two attempts counted apart to be one takes one back. The
         sign-ups the alert is about are remembered as a set."""
-        book = dict((alert.data.get(DEDUPE) if alert is not None else None) or {})
+        book = dict((alert.data.get(rules.DEDUPE) if alert is not None else None) or {})
         ids: dict[str, str] = dict(book.get("ids") or {})
         subs = list(book.get("signups") or [])
         view = rules.EventView(ev.id, ev.kind, ev.at, ev.account, ev.mailbox, ev.form, ev.data)
@@ -182,7 +180,7 @@ class Lifecycle:
                 announced=False,
                 first_event=ev.id,
                 last_event=ev.id,
-                data=dict(sig.data) | {DEDUPE: book},
+                data=dict(sig.data) | {rules.DEDUPE: book},
             )
             self._by_count(alert)
             s.add(alert)
@@ -200,7 +198,7 @@ class Lifecycle:
         alert.count = max(alert.count + weight, 1 if alert.count else 0)
         alert.last_seen_at = max(alert.last_seen_at, ev.at)
         alert.last_event = ev.id
-        alert.data = {**alert.data, **sig.data, DEDUPE: book}
+        alert.data = {**alert.data, **sig.data, rules.DEDUPE: book}
         severity = sig.severity
         if rules.RANK[severity] > rules.RANK[alert.severity]:
             alert.severity = severity

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-_CTRL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_CTRL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 T: dict[str, dict[str, str]] = {
     "en": {
@@ -242,6 +242,12 @@ def fmt_duration(td: timedelta) -> str:
 def clean_title(text: str) -> str:
     """One line, no control characters (an e-mail subject must not carry a header)."""
     return " ".join(_CTRL.sub(" ", text.replace("\r", " ").replace("\n", " ")).split())[:200]
+
+
+def clean_text(text: str | None) -> str:
+    """A short free text from a person or a token holder (an ack's ``by``): one line without
+    control characters (no terminal escape sequence reaches an operator's screen)."""
+    return clean_title(text or "").replace("\x1b", "")
 
 
 def clean_body(text: str) -> str:

@@ -18,6 +18,8 @@ from typing import Any, Literal
 from postwatch.config import Config
 
 SEVERITIES = ("low", "warning", "critical")
+#: states of an alert that is not over
+OPEN = ("firing", "acknowledged")
 RANK = {s: i for i, s in enumerate(SEVERITIES)}
 
 #: an open alert of the key's rule silences the notifications of these rules on the same subject

@@ -18,6 +18,7 @@ L = {
         "account": "Account",
         "watched": "Mailboxes watched",
         "sites": "Sites",
+        "fallback": "Fallback for sign-ups",
         "none": "none",
         "who": "Who is told about what",
         "concern": "Concern",
@@ -50,6 +51,7 @@ L = {
         "account": "Account",
         "watched": "Bewaakte mailboxen",
         "sites": "Websites",
+        "fallback": "Reserveadres",
         "none": "geen",
         "who": "Wie hoort waarover",
         "concern": "Onderwerp",
@@ -137,13 +139,25 @@ def _rules(config: Config, lang: str) -> list[str]:
     ]
 
 
+def _sites(account: AccountConfig) -> str:
+    return ", ".join(f"{s.name} ({s.root})" if s.name else str(s.root) for s in account.sites)
+
+
+def _fallbacks(account: AccountConfig) -> str:
+    """Each form's fallback recipients: 'form: a, b'."""
+    return "; ".join(
+        f"{f.id}: {', '.join(str(a) for a in f.fallback)}" for f in account.forms if f.fallback
+    )
+
+
 def text_sheet(config: Config, account: AccountConfig, lang: str = "en") -> str:
     t = L[lang]
     lines = [
         t["title"].format(name=account.name or account.id) + f" ({t['account']} {account.id})",
         "",
         f"{t['watched']}: " + (", ".join(m.address for m in account.mailboxes) or t["none"]),
-        f"{t['sites']}: " + (", ".join(str(s.root) for s in account.sites) or t["none"]),
+        f"{t['sites']}: " + (_sites(account) or t["none"]),
+        f"{t['fallback']}: " + (_fallbacks(account) or t["none"]),
         "",
         f"{t['concern']:<12} {t['first']:<35} {t['then']}",
     ]
@@ -231,7 +245,8 @@ def html_sheet(config: Config, account: AccountConfig, lang: str = "en") -> str:
     rules = "".join(f"<li>{arrows(r)}</li>" for r in _rules(config, lang))
     title = t["title"].format(name=account.name or account.id)
     mailboxes = ", ".join(m.address for m in account.mailboxes) or t["none"]
-    sites = ", ".join(str(s.root) for s in account.sites) or t["none"]
+    sites = _sites(account) or t["none"]
+    fallbacks = _fallbacks(account) or t["none"]
     return f"""<!doctype html>
 <html lang="{lang}"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -241,7 +256,8 @@ def html_sheet(config: Config, account: AccountConfig, lang: str = "en") -> str:
 <h1>{e(title)}</h1>
 <dl class="facts"><dt>{e(t["account"])}</dt><dd><code>{e(account.id)}</code></dd>
 <dt>{e(t["watched"])}</dt><dd>{e(mailboxes)}</dd>
-<dt>{e(t["sites"])}</dt><dd>{e(sites)}</dd></dl>
+<dt>{e(t["sites"])}</dt><dd>{e(sites)}</dd>
+<dt>{e(t["fallback"])}</dt><dd>{e(fallbacks)}</dd></dl>
 <h2>{e(t["who"])}</h2>
 <table><tr class="head"><th>{e(t["concern"])}</th><th>{e(t["first"])}</th>
 <th>{e(t["then"])}</th></tr>

@@ -19,8 +19,7 @@ from postwatch.alerts import rules, schedule
 from postwatch.config import Config, ContactConfig
 from postwatch.store.models_alerts import Alert, AlertSilence
 
-#: states of an alert that is not over
-OPEN = ("firing", "acknowledged")
+OPEN = rules.OPEN
 
 BySubject = dict[tuple[str, str, str], list[Alert]]
 

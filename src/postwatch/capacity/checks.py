@@ -10,6 +10,13 @@ from postwatch.config import Config, resolve_path
 
 def check(cfg: Config) -> list[str]:
     problems: list[str] = []
+    hooked = any(box.quota for _acc, box in cfg.mailboxes())
+    if hooked and cfg.server.trusted_proxies and cfg.capacity.hook_token is None:
+        problems.append(
+            "capacity.hook_token: server.trusted_proxies is set, so the quota-warning hook "
+            "(POST /capacity/hook/quota-warning) refuses every request without a token (a "
+            "proxy on this host makes anyone a loopback peer); set capacity.hook_token"
+        )
     for acc in cfg.accounts:
         for box in acc.mailboxes:
             q = box.quota

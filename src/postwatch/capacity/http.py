@@ -2,7 +2,9 @@
 
 Accepted from loopback only (and never through a proxy: a request carrying forwarding headers is
 refused), or from anywhere with ``Authorization: Bearer <capacity.hook_token>`` when a token is
-configured (then the token is always required).
+configured (then the token is always required). When a proxy is configured
+(``server.trusted_proxies``) the token is required too: a proxy on the same host makes every
+visitor a loopback peer, so without a token the route refuses everything (check-config says so).
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ def authorised(config: Config, request: Request) -> bool:
         return scheme.lower() == "bearer" and hmac.compare_digest(
             value.strip().encode(), token.get_secret_value().encode()
         )
+    if config.server.trusted_proxies:
+        return False  # behind a proxy, loopback proves nothing: the token is required
     if any(h in request.headers for h in FORWARDING_HEADERS):
         return False
     return _is_loopback(request.client.host if request.client else None)
@@ -58,7 +62,10 @@ def routes(config: Config, db: Database) -> APIRouter:
         if not authorised(config, request):
             raise HTTPException(
                 status_code=403,
-                detail="quota-warning hook: loopback only, or a valid bearer token",
+                detail=(
+                    "quota-warning hook: a valid bearer token (capacity.hook_token), or "
+                    "loopback without a configured proxy"
+                ),
             )
         with db.session() as s:
             if body.test:
