@@ -214,3 +214,23 @@ def test_told_rows_are_words_without_internal_data() -> None:
     assert "/var/log" not in str(full) and full["what"].startswith("postwatch saw")
     esc = told_row("alert_escalated", "t", {"severity": "critical", "concern": "mailbox_full"})
     assert esc["what"] == "alert escalated to the next person (critical, mailbox_full)"
+
+
+def test_each_sign_up_once_with_where_it_went() -> None:
+    from postwatch.forensics.history import signup_from_row
+
+    at = datetime(2026, 10, 24, 10, 0, tzinfo=UTC)
+
+    def where(*jobs: tuple[str, str, str]) -> str:
+        row = {"submission": "s1", "received_at": at, "form": "gym/contact", "jobs": [
+            {"recipient": r, "role": role, "state": state, "delivered_at": at,
+             "last_reason": "mailbox_full"} for r, role, state in jobs]}
+        return signup_from_row(row, mailbox="Info@gym.example").where
+
+    info, owner = "info@gym.example", "owner@private.example"
+    assert where((info, "primary", "delivered")) == "primary"
+    assert where((info, "primary", "delivered"), (owner, "fallback", "delivered")) == "both"
+    assert where((info, "primary", "held"), (owner, "fallback", "delivered")) == "fallback"
+    assert where((info, "primary", "held"), (owner, "fallback", "pending")) == "waiting"
+    assert where((info, "primary", "failed"), (owner, "fallback", "failed")) == "lost"
+    assert where((info, "primary", "failed")) == "lost"

@@ -64,7 +64,7 @@ async def test_held_and_retried_sign_ups_count_once(
     s1, s2, s3 = [x for x in res.stdout.splitlines() if x.strip()]
     assert "postwatch took in 2 sign-ups for info@gym.example" in s1
     assert s2 == (f"Of the 2 sign-ups, 2 reached {INFO} (2 of them also as a fallback copy "
-                  f"({OWNER})); 0 sign-ups lost.")
+                  f"to {OWNER}); 0 sign-ups lost.")
     assert "refused mail as full" in s3
     # the mail log itself saw 3 tries per sign-up that bounced, and one that arrived
     out = tmp_path / "r.json"

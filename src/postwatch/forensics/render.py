@@ -219,7 +219,7 @@ def _signup_sentence(rep: Report) -> str:
     if n == 0:
         return f"postwatch took in no sign-up for {mb} in this window."
     copies = sorted({a for s in rep.signups or () for a in s.copies})
-    to = f" ({', '.join(copies)})" if copies else ""
+    to = f" to {', '.join(copies)}" if copies else ""
     if c["primary"] == n:
         s = f"All {_n(n, 'sign-up')} reached {mb}"
     else:
