@@ -41,6 +41,7 @@ from sqlalchemy.orm import Session
 
 from postwatch import observations
 from postwatch.config import Config
+from postwatch.lead_words import LeadOutcome, lead_outcome_words
 from postwatch.outbox.ids import normalise_message_id, own_domain, own_submission, queued_as
 from postwatch.outbox.jobs import (
     Claimed,
@@ -239,7 +240,32 @@ def apply_downstream(session: Session, config: Config, report: Report,
     job = session.scalar(q)
     if job is None:
         return Transition(Result.UNKNOWN)
-    return apply(session, config, job, report)
+    hold_before = job.hold_until
+    done = apply(session, config, job, report)
+    if done.result in _SAID_DOWNSTREAM:
+        _say_downstream(config, job, report, done, first_hold=hold_before is None)
+    return done
+
+
+#: what a report learned after the 250 did that the service log says, in words
+_SAID_DOWNSTREAM = frozenset({Result.CONFIRMED, Result.HELD, Result.FAILED, Result.DEFERRED})
+
+
+def _say_downstream(config: Config, job: DeliveryJob, report: Report, done: Transition,
+                    *, first_hold: bool) -> None:
+    """One service-log line for an outcome learned from the MTA's log or a bounce notice (the
+    worker says its own replies): :func:`postwatch.lead_words.lead_outcome_words`."""
+    found = config.form(f"{job.account}/{job.form}")
+    words = lead_outcome_words(LeadOutcome(
+        submission=job.submission_id, recipient=job.recipient, result=done.result.value,
+        role=job.role, reason=done.reason, reply=report.evidence,
+        relay=f"{config.smtp.host}:{config.smtp.port}", final=config.smtp.final,
+        downstream=True, first_hold=first_hold and done.result is Result.HELD,
+        fallback=tuple(found[1].fallback) if found else (),
+        next_attempt=job.next_attempt_at, hold_until=job.hold_until,
+    ))
+    level = logging.WARNING if done.result is Result.FAILED else logging.INFO
+    log.log(level, "%s (learned from %s)", words, report.origin)
 
 
 def _at(report: Report, now: datetime) -> datetime:
