@@ -60,6 +60,13 @@ def _full_line(qid: str) -> str:
     )
 
 
+class _Serve(Serve):
+    """``Serve`` with more patience for start-up on a machine shared by many test runs."""
+
+    def wait_healthy(self, timeout: float = 120.0) -> None:
+        super().wait_healthy(timeout)
+
+
 class Server:
     def __init__(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -79,7 +86,7 @@ class Server:
                 'path = "mail.log"\n'
                 'format = "postfix"\n'
             )
-        self.serve = Serve(config, self.port)
+        self.serve = _Serve(config, self.port)
         self.base = self.serve.base
 
     def failures(self) -> list[str]:
