@@ -28,6 +28,20 @@ from tests.intake.serving import Serve, free_port, write_config
 pytestmark = pytest.mark.slow
 
 ANSWER_WITHIN = 1.0  # seconds, per form post
+
+
+def _bound(base: str, factor: float = 3.0) -> float:
+    """1 s; on a machine so busy that quiet form posts already take more than 1/``factor`` of
+    that, ``factor`` times the slowest quiet post (a behaviour check: before the fix, hostile
+    input held every post for 11 s to minutes)."""
+    took: list[float] = []
+    with httpx.Client(base_url=base, timeout=30) as c:
+        for _ in range(8):
+            start = time.monotonic()
+            r = c.post("/f/contact", json={"name": "Q", "_idempotency_key": uuid.uuid4().hex})
+            took.append(time.monotonic() - start)
+            assert r.status_code == 201, r.text
+    return max(ANSWER_WITHIN, factor * max(took))
 HOSTILE_BODY = (
     "4F2A1B: to=<info@gym.example>, relay=x, " + "dsn=a," * 10_000
 )  # ~60 KB: the datagram of issue 11
@@ -44,6 +58,13 @@ def _full_line(qid: str) -> str:
         "delays=0/0/0/1, dsn=4.2.2, status=deferred (host mail.gym.example[192.0.2.7] said: "
         "452 4.2.2 Mailbox full (in reply to RCPT TO command))"
     )
+
+
+class _Serve(Serve):
+    """``Serve`` with more patience for start-up on a machine shared by many test runs."""
+
+    def wait_healthy(self, timeout: float = 120.0) -> None:
+        super().wait_healthy(timeout)
 
 
 class Server:
@@ -65,7 +86,7 @@ class Server:
                 'path = "mail.log"\n'
                 'format = "postfix"\n'
             )
-        self.serve = Serve(config, self.port)
+        self.serve = _Serve(config, self.port)
         self.base = self.serve.base
 
     def failures(self) -> list[str]:
@@ -127,8 +148,9 @@ def test_60kb_udp_datagrams_never_delay_a_form_post(server: Server) -> None:
                 s.sendto(_syslog(body)[:65_000], ("127.0.0.1", server.syslog_port))
                 time.sleep(0.1)
 
+    bound = _bound(server.base)
     took = _post_forms_while(server.base, _in_thread(send))
-    assert max(took) < ANSWER_WITHIN, took
+    assert max(took) < bound, took
     # the listener still works: a real mailbox-full line becomes an event
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.sendto(_syslog(_full_line("AAA111")), ("127.0.0.1", server.syslog_port))
@@ -145,8 +167,9 @@ def test_60kb_tcp_frames_never_delay_a_form_post(server: Server) -> None:
             msg = _syslog(_full_line("BBB222"))
             s.sendall(str(len(msg)).encode() + b" " + msg)
 
+    bound = _bound(server.base)
     took = _post_forms_while(server.base, _in_thread(send))
-    assert max(took) < ANSWER_WITHIN, took
+    assert max(took) < bound, took
     _wait_for_failure(server, "BBB222")
 
 
@@ -162,8 +185,9 @@ def test_hostile_lines_in_a_followed_log_never_delay_a_form_post(server: Server)
         with server.maillog.open("a", encoding="utf-8") as fh:
             fh.write(prefix + _full_line("CCC333") + "\n")
 
+    bound = _bound(server.base)
     took = _post_forms_while(server.base, _in_thread(write))
-    assert max(took) < ANSWER_WITHIN, took
+    assert max(took) < bound, took
     _wait_for_failure(server, "CCC333")
 
 
@@ -175,25 +199,32 @@ def test_a_flood_of_unique_queue_ids_keeps_the_server_answering_and_stoppable(
     server = Server(tmp_path / "flood")
     sent = threading.Event()
     try:
+        # built beforehand: the test's own CPU goes to posting, not to making the flood
+        blocks = [
+            b"".join(
+                _syslog(
+                    f"{block * 1000 + i:010X}: from=<spam@x.example>, size=1, "
+                    "nrcpt=1 (queue active)",
+                    program="postfix/qmgr[9]",
+                )
+                + b"\n"
+                for i in range(1000)
+            )
+            for block in range(120)
+        ]
 
         def flood() -> None:
             with contextlib.suppress(OSError), socket.create_connection(
                 ("127.0.0.1", server.syslog_port)
             ) as s:  # (the second flood ends with a reset: the server was stopped)
-                for block in range(120):
-                    lines = b"".join(
-                        _syslog(
-                            f"{block * 1000 + i:010X}: from=<spam@x.example>, size=1, "
-                            "nrcpt=1 (queue active)",
-                            program="postfix/qmgr[9]",
-                        )
-                        + b"\n"
-                        for i in range(1000)
-                    )
-                    s.sendall(lines)
+                for block in blocks:
+                    s.sendall(block)
                 s.sendall(_syslog(_full_line("DDD444")) + b"\n")
             sent.set()
 
+        # parsing 120,000 lines competes with the posts for the CPU (two cores shared by
+        # everything else on a CI machine): a wider factor than for single hostile lines
+        bound = _bound(server.base, factor=5.0)
         busy = _in_thread(flood)
         took = _post_forms_while(server.base, busy, at_least=10)
         assert sent.is_set()
@@ -202,7 +233,7 @@ def test_a_flood_of_unique_queue_ids_keeps_the_server_answering_and_stoppable(
             start = time.monotonic()
             assert c.get("/healthz").status_code == 200
             took.append(time.monotonic() - start)
-        assert max(took) < ANSWER_WITHIN, (max(took), len(took))
+        assert max(took) < bound, (max(took), len(took), bound)
         _wait_for_failure(server, "DDD444", timeout=120)
         # and during a second flood, SIGTERM stops it in bounded time
         again = _in_thread(flood)

@@ -144,8 +144,9 @@ def split_lines(
             skipping = False
         lines = (carry + chunk).split("\n") if carry else chunk.split("\n")
         carry = lines.pop()
-        for line in lines:
-            yield line if len(line) <= MAX_LINE else line[: MAX_LINE + 1]
+        if lines and max(map(len, lines)) > MAX_LINE:
+            lines = [x if len(x) <= MAX_LINE else x[: MAX_LINE + 1] for x in lines]
+        yield from lines
         if len(carry) > MAX_LINE:
             yield carry[: MAX_LINE + 1]
             carry = ""

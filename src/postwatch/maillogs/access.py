@@ -182,12 +182,15 @@ class AccessLogParser(LineParser[AccessRecord]):
         """Parse a stream of lines (the prefilter is applied inline: the fast path)."""
         prefilter = self.prefilter
         parse = self._parse
+        limit = self.max_line
         n = 0
         try:
             for line in lines:
                 n += 1
                 if prefilter is not None and prefilter not in line:
-                    if " [" in line and '"' in line and not self.too_long(line):
+                    if " [" in line and '"' in line and (
+                        limit is None or len(line) <= limit or not self.too_long(line)
+                    ):
                         self.skipped += 1
                     else:
                         self.unparsed += 1
@@ -208,13 +211,17 @@ class AccessLogParser(LineParser[AccessRecord]):
     def skip(self, line: str) -> None:
         """Not parsed because of the prefilter: counted in ``skipped`` (an access-log line by
         its shape) or ``unparsed``."""
-        if " [" in line and '"' in line and not self.too_long(line):
+        limit = self.max_line
+        if " [" in line and '"' in line and (
+            limit is None or len(line) <= limit or not self.too_long(line)
+        ):
             self.skipped += 1
         else:
             self.unparsed += 1
 
     def _parse(self, line: str) -> AccessRecord | None:
-        if self.too_long(line):
+        limit = self.max_line
+        if limit is not None and len(line) > limit and self.too_long(line):
             self.unparsed += 1
             return None
         if line.endswith("\n"):

@@ -77,7 +77,8 @@ class LineParser(Generic[T]):
     def skip(self, line: str) -> None:
         """Count a line that is not parsed (the prefilter said no): ``unparsed`` when it is
         over-long or not of this format, else ``ignored``.  Does not count ``lines``."""
-        if self.too_long(line):
+        limit = self.max_line
+        if limit is not None and len(line) > limit and self.too_long(line):
             self.unparsed += 1
         else:
             self.ignored += 1
@@ -99,5 +100,5 @@ class LineParser(Generic[T]):
 
     def _parse(self, line: str) -> T | None:  # pragma: no cover - abstract
         """Parse one line (counting it in ``unparsed``/``ignored`` when no record comes out);
-        starts with ``if self.too_long(line): self.unparsed += 1; return None``."""
+        starts by counting an over-long line (:meth:`too_long`) as unparsed."""
         raise NotImplementedError

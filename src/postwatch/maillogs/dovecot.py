@@ -72,7 +72,8 @@ class DovecotParser(LineParser[MailLogRecord]):
         self.clock = SyslogClock(year=year, tz=self.tz)
 
     def _parse(self, line: str) -> MailLogRecord | None:
-        if self.too_long(line):
+        limit = self.max_line
+        if limit is not None and len(line) > limit and self.too_long(line):
             self.unparsed += 1
             return None
         line = line.rstrip("\r\n")

@@ -217,7 +217,8 @@ class EximParser(LineParser[MailLogRecord]):
         self._val: datetime | None = None
 
     def _parse(self, line: str) -> MailLogRecord | None:
-        if self.too_long(line):
+        limit = self.max_line
+        if limit is not None and len(line) > limit and self.too_long(line):
             self.unparsed += 1
             return None
         if line.endswith("\n"):

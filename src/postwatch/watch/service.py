@@ -47,6 +47,10 @@ log = logging.getLogger("postwatch.watch")
 POSITION_SAVE_EVERY = 1.0
 #: syslog messages received but not parsed yet; past this, new messages are dropped (counted)
 MAX_PENDING = 20_000
+#: the parser thread yields the GIL (sleeps PARSE_PAUSE seconds) every PARSE_SLICE messages,
+#: so that under a flood the event loop is not kept waiting a switch interval per step
+PARSE_SLICE = 100
+PARSE_PAUSE = 0.0
 
 
 def local_tz() -> tzinfo:
@@ -247,7 +251,9 @@ class SyslogService:
         """In a worker thread: parse the messages, then their lines per sending host."""
         lines: list[tuple[str, str]] = []
         tz = self.tz
-        for data, peer in batch:
+        for i, (data, peer) in enumerate(batch):
+            if i % PARSE_SLICE == PARSE_SLICE - 1:
+                time.sleep(PARSE_PAUSE)  # hand the GIL to the event loop (form posts)
             try:
                 msg = parse_syslog(data, tz=tz)
             except Exception:  # never let one message stop the listener
@@ -260,7 +266,9 @@ class SyslogService:
 
     def _feed_lines(self, lines: list[tuple[str, str]]) -> list[Observation]:
         out: list[Observation] = []
-        for host, line in lines:
+        for i, (host, line) in enumerate(lines):
+            if i % PARSE_SLICE == PARSE_SLICE - 1:
+                time.sleep(PARSE_PAUSE)  # hand the GIL to the event loop (form posts)
             proc = self._processors.get(host)
             if proc is None:
                 if len(self._processors) > 10_000:  # bounded: forget the oldest host
