@@ -193,6 +193,7 @@ class SyslogService:
         self._processors: dict[str, LineProcessor] = {}
         self._queue: asyncio.Queue[list[Observation]] = asyncio.Queue()
         self.stored_events = 0
+        self._listening = False
 
     def _on_message(self, msg: SyslogMessage, peer: str) -> None:
         host = msg.hostname or peer
@@ -238,9 +239,10 @@ class SyslogService:
             await self.listener.close()
             assert self.config.syslog is not None
             raise ListenError(exc, self.config.syslog.listen, "syslog.listen") from None
+        self._listening = True
 
     async def run(self, stop: asyncio.Event) -> None:
-        if self.listener.udp_port is None and self.listener.tcp_port is None:
+        if not self._listening:  # not bound by serve/worker before start, or a restart
             await self.listen()
         log.info(
             "syslog listening on %s (udp %s, tcp %s)",
@@ -252,6 +254,7 @@ class SyslogService:
         try:
             await stop.wait()
         finally:
+            self._listening = False
             await self.listener.close()
             await writer
 
