@@ -227,6 +227,7 @@ class SyslogService:
         self.stored_events = 0
         self.dropped = 0  # messages refused because MAX_PENDING were waiting
         self._dropped_logged = 0.0
+        self._listening = False
 
     def _backlogged(self) -> bool:
         return len(self._pending) >= MAX_PENDING
@@ -332,9 +333,10 @@ class SyslogService:
             await self.listener.close()
             assert self.config.syslog is not None
             raise ListenError(exc, self.config.syslog.listen, "syslog.listen") from None
+        self._listening = True
 
     async def run(self, stop: asyncio.Event) -> None:
-        if self.listener.udp_port is None and self.listener.tcp_port is None:
+        if not self._listening:  # not bound by serve/worker before start, or a restart
             await self.listen()
         log.info(
             "syslog listening on %s (udp %s, tcp %s)",
@@ -348,6 +350,7 @@ class SyslogService:
         try:
             await stop.wait()
         finally:
+            self._listening = False
             await self.listener.close()
             if not stop.is_set():  # cancelled rather than stopped: do not wait for a drain
                 parser.cancel()
