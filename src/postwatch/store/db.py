@@ -82,7 +82,8 @@ class Database:
         #: that really changed rows (an empty commit proves nothing on a full disk)
         self.write_failure: WriteFailure | None = None
         self._wrote = threading.local()
-        _track_writes(self.engine, self._wrote)
+        self._tracking = False  # the row-change listener runs only while writes fail
+        self._track_lock = threading.Lock()
 
     @property
     def is_sqlite(self) -> bool:
@@ -112,7 +113,7 @@ class Database:
                     if not readonly:
                         s.commit()
                         if self.write_failure is not None and self._wrote.rows:
-                            self.write_failure = None
+                            self._writes_ok()
                 except BaseException:
                     s.rollback()
                     raise
@@ -122,7 +123,22 @@ class Database:
                 self._write_failed(error)
             raise StoreUnavailable(error) from exc
 
+    def _after_execute(self, _conn: Any, cursor: Any, statement: str, *_args: Any) -> None:
+        if statement[:6].upper() in ("INSERT", "UPDATE", "DELETE") and cursor.rowcount:
+            self._wrote.rows = True
+
+    def _writes_ok(self) -> None:
+        with self._track_lock:
+            self.write_failure = None
+            if self._tracking:
+                event.remove(self.engine, "after_cursor_execute", self._after_execute)
+                self._tracking = False
+
     def _write_failed(self, error: str) -> None:
+        with self._track_lock:
+            if not self._tracking:  # costs per statement: only while writes fail
+                event.listen(self.engine, "after_cursor_execute", self._after_execute)
+                self._tracking = True
         old = self.write_failure
         self.write_failure = WriteFailure(
             since=old.since if old else datetime.now(UTC),
@@ -155,17 +171,6 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
-
-
-def _track_writes(engine: Engine, flag: threading.local) -> None:
-    """Note, per thread, that a statement changed rows (see ``Database.write_failure``)."""
-
-    @event.listens_for(engine, "after_cursor_execute")
-    def _after(
-        _conn: Connection, cursor: Any, statement: str, *_args: Any
-    ) -> None:
-        if statement[:6].upper() in ("INSERT", "UPDATE", "DELETE") and cursor.rowcount:
-            flag.rows = True
 
 
 def create_private(path: Path) -> None:
