@@ -310,9 +310,10 @@ def failed_attempts(session: Session, opened: Event) -> int:
 # --------------------------------------------------------------------------- in memory
 
 
-@dataclass
+@dataclass(slots=True)
 class Episode:
-    """One episode seen in lines read in time order: ``failures`` counts the failures in it."""
+    """A run of mailbox-full failures ended by the next successful delivery to the mailbox
+    (seen in lines read in time order; ``failures`` counts the failures in it)."""
 
     start: datetime
     end: datetime
