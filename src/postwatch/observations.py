@@ -84,8 +84,9 @@ def record(session: Session, observations: Iterable[Observation]) -> list[str]:
         at = obs.at if obs.at.tzinfo else obs.at.replace(tzinfo=UTC)
         if obs.kind is ObservationKind.DOWNSTREAM:
             continue
-        if obs.data.get("key") and _seen(session, obs, at):
-            continue  # the same line or DSN again (e.g. a bounce folder applied twice)
+        if str(obs.data.get("key") or "").startswith("dsn:") and _seen(session, obs, at):
+            continue  # the same DSN again (e.g. a bounce folder applied twice); a log line is
+            #           read once (the watch keeps its position), and checking costs a query
         if obs.kind is ObservationKind.DELIVERED:
             ev = delivery_succeeded(
                 session, account=obs.account, mailbox=obs.mailbox, data=obs.data, at=at
@@ -310,9 +311,10 @@ def failed_attempts(session: Session, opened: Event) -> int:
 # --------------------------------------------------------------------------- in memory
 
 
-@dataclass
+@dataclass(slots=True)
 class Episode:
-    """One episode seen in lines read in time order: ``failures`` counts the failures in it."""
+    """A run of mailbox-full failures ended by the next successful delivery to the mailbox
+    (seen in lines read in time order; ``failures`` counts the failures in it)."""
 
     start: datetime
     end: datetime

@@ -186,8 +186,7 @@ class _MailboxTimeline:
                 self.last_full = t
 
     def close(self) -> list[Episode]:
-        return [Episode(e.start, e.end, e.failures, e.recovered, e.first_evidence)
-                for e in self.rule.close()]
+        return self.rule.close()
 
 
 def _edge_lines(path: str) -> tuple[str | None, str | None]:

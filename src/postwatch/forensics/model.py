@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from postwatch.forensics.inputs import InputFile
+from postwatch.observations import Episode  # the one episode rule's episodes
 
 
 @dataclass(slots=True)
@@ -28,17 +29,6 @@ class FormMessage:
     other_recipients: list[str]
     evidence: str | None
     submission: datetime | None = None  # the matched POST when matched by time
-
-
-@dataclass(slots=True)
-class Episode:
-    """A run of mailbox-full failures ended by the next successful delivery to the mailbox."""
-
-    start: datetime
-    end: datetime
-    failures: int
-    recovered: datetime | None = None  # the successful delivery that ended it
-    first_evidence: str | None = None
 
 
 @dataclass(slots=True)

@@ -239,8 +239,7 @@ def prepare(new: NewSubmission, config: Config, dialect: Any, sid: str | None = 
     jobs = []
     if new.status == "stored":
         jobs = [
-            _bind(DeliveryJob.__table__, dialect, _JOB_COLS,  # type: ignore[arg-type]
-                  tuple(row[c] for c in _JOB_COLS))
+            _bind(DeliveryJob.__table__, dialect, _JOB_COLS, row)  # type: ignore[arg-type]
             for row in job_rows(sid, new.account.id, new.form.id, new.form.recipients,
                                 sender=config.smtp.sender, now=now)
         ]

@@ -78,29 +78,20 @@ def job_rows(
     sender: str,
     now: datetime,
     role: JobRole = JobRole.PRIMARY,
-) -> list[dict[str, Any]]:
+) -> list[tuple[Any, ...]]:
     """The job rows of a submission: one per recipient, due at ``now``, each with its
     Message-ID (:func:`postwatch.outbox.ids.message_id`). The one place that says what a new
-    job is; keys are :data:`JOB_COLUMNS`."""
+    job is; each row has the values of :data:`JOB_COLUMNS` in that order (tuples: intake's
+    fast path binds them as they are)."""
+    pending = JobState.PENDING.value
     return [
-        {
-            "submission_id": submission_id,
-            "account": account,
-            "form": form,
-            "recipient": rcpt,
-            "role": role.value,
-            "state": JobState.PENDING.value,
-            "attempts": 0,
-            "next_attempt_at": now,
-            "message_id": message_id(submission_id, rcpt, sender),
-            "created_at": now,
-            "updated_at": now,
-        }
+        (submission_id, account, form, rcpt, role.value, pending, 0, now,
+         message_id(submission_id, rcpt, sender), now, now)
         for rcpt in recipients
     ]
 
 
-def enqueue(session: Session, rows: Sequence[Mapping[str, Any]]) -> list[str]:
+def enqueue(session: Session, rows: Sequence[Sequence[Any]]) -> list[str]:
     """Write job rows (from :func:`job_rows`) in the caller's transaction; a recipient that
     already has a job for the submission is skipped (each recipient once per submission).
     Returns the recipients added."""
@@ -110,11 +101,12 @@ def enqueue(session: Session, rows: Sequence[Mapping[str, Any]]) -> list[str]:
     ins = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     added: list[str] = []
     for row in rows:
-        stmt = ins(DeliveryJob).values(**row).on_conflict_do_nothing(
+        values = dict(zip(JOB_COLUMNS, row, strict=True))
+        stmt = ins(DeliveryJob).values(**values).on_conflict_do_nothing(
             index_elements=["submission_id", "recipient"]
         ).returning(DeliveryJob.id)
         if session.execute(stmt).first() is not None:
-            added.append(str(row["recipient"]))
+            added.append(str(values["recipient"]))
     return added
 
 

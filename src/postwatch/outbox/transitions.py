@@ -306,7 +306,8 @@ def _guard(session: Session, job: DeliveryJob, report: Report, at: datetime) -> 
         if report.queue_id and handed and report.queue_id != handed:
             return Transition(Result.IGNORED, job.id, "older hand-over")
         since = _aware(job.delivered_at or job.updated_at)
-        if not (report.queue_id and report.queue_id == handed) and at < since - HANDOVER_SLACK:
+        # without a queue id (a DSN), its date tells: before the latest hand-over, an older one
+        if not report.queue_id and at < since - HANDOVER_SLACK:
             return Transition(Result.IGNORED, job.id, "older hand-over")
         return None
     if job.state == JobState.SENDING:
