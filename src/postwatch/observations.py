@@ -77,7 +77,7 @@ class Observation:
 def record(session: Session, observations: Iterable[Observation]) -> list[str]:
     """Events and episodes for ``observations`` in the caller's transaction; returns the kinds
     of the events recorded. ``downstream`` observations are left to the outbox kernel."""
-    from postwatch.store.events import record_event
+    from postwatch.store.events import EventKind, record_event
 
     kinds: list[str] = []
     for obs in observations:
@@ -101,8 +101,8 @@ def record(session: Session, observations: Iterable[Observation]) -> list[str]:
             if ev is not None:
                 kinds.append(ev.kind)
         if obs.kind is ObservationKind.FAILED:
-            record_event(session, "delivery_failed", account=obs.account, mailbox=obs.mailbox,
-                         data=obs.data, at=at)
+            record_event(session, EventKind.DELIVERY_FAILED, account=obs.account,
+                         mailbox=obs.mailbox, data=obs.data, at=at)
             kinds.append("delivery_failed")
     return kinds
 
@@ -183,7 +183,7 @@ def mailbox_full_seen(
     """Report a mailbox-full failure; returns the new ``mailbox_full`` event if it opened one.
     A failure dated before the end of the last episode (late evidence, e.g. an old DSN read
     again) opens none."""
-    from postwatch.store.events import record_event
+    from postwatch.store.events import EventKind, record_event
 
     last = _last_episode_event(session, mailbox)
     if last is not None and last.kind == "mailbox_full":
@@ -191,7 +191,7 @@ def mailbox_full_seen(
     if last is not None and at is not None and _utc(at) < _utc(last.at):
         return None
     return record_event(
-        session, "mailbox_full", account=account, mailbox=mailbox, data=data,
+        session, EventKind.MAILBOX_FULL, account=account, mailbox=mailbox, data=data,
         at=at or datetime.now(UTC),
     )
 
@@ -249,12 +249,12 @@ def _close(
     session: Session, opened: Event, *, account: str | None, mailbox: str,
     data: dict[str, Any], at: datetime | None,
 ) -> Event:
-    from postwatch.store.events import record_event
+    from postwatch.store.events import EventKind, record_event
 
     body = {"since": opened.at.isoformat(), "failures": failed_attempts(session, opened),
             **data}
     return record_event(
-        session, "mailbox_recovered", account=account, mailbox=mailbox, data=body,
+        session, EventKind.MAILBOX_RECOVERED, account=account, mailbox=mailbox, data=body,
         at=at or datetime.now(UTC),
     )
 

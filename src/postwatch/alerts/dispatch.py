@@ -25,7 +25,7 @@ from postwatch.alerts.clock import Clock
 from postwatch.alerts.lifecycle import OPEN
 from postwatch.config import AccountConfig, Config, ContactConfig
 from postwatch.store import Database
-from postwatch.store.events import record_event
+from postwatch.store.events import EventKind, record_event
 from postwatch.store.models_alerts import Alert, AlertAttempt, AlertChannel, AlertNotification
 
 log = logging.getLogger("postwatch.alerts")
@@ -196,7 +196,8 @@ class Dispatch:
                 if result == "skipped":
                     continue
                 channel_status(s, n.contact_key, index, masked, result == "sent", error, at)
-                kind = "notification_sent" if result == "sent" else "notification_failed"
+                kind = (EventKind.NOTIFICATION_SENT if result == "sent"
+                        else EventKind.NOTIFICATION_FAILED)
                 data = base | {"channel": masked}
                 if error:
                     data["error"] = error
@@ -211,7 +212,7 @@ class Dispatch:
                 n.state = "failed"
                 record_event(
                     s,
-                    "notification_failed",
+                    EventKind.NOTIFICATION_FAILED,
                     account=n.account,
                     mailbox=box,
                     data=base | {"channel": None, "error": last_error, "final": True},

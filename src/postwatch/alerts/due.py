@@ -26,7 +26,7 @@ from postwatch.alerts.notices import Notices, facts
 from postwatch.alerts.suppression import BySubject, Suppression
 from postwatch.alerts.suppression import by_subject as subjects_of
 from postwatch.config import AccountConfig, Config, ContactConfig
-from postwatch.store.events import record_event
+from postwatch.store.events import EventKind, record_event
 from postwatch.store.models_alerts import Alert, AlertNotification, AlertSilence, AlertState
 
 log = logging.getLogger("postwatch.alerts")
@@ -123,7 +123,7 @@ class DueWork:
                 self.notices.notify(s, a, account, contact, "escalated", now)
             record_event(
                 s,
-                "alert_escalated",
+                EventKind.ALERT_ESCALATED,
                 account=a.account,
                 mailbox=a.subject if a.concern == "mailbox" else None,
                 data=alert_event_data(a) | {"level": a.level},

@@ -23,7 +23,7 @@ from postwatch.alerts import messages, routing, rules
 from postwatch.alerts.clock import Clock
 from postwatch.alerts.notices import Notices
 from postwatch.config import AccountConfig, Config, ContactConfig
-from postwatch.store.events import record_event
+from postwatch.store.events import EventKind, record_event
 from postwatch.store.models import Event
 from postwatch.store.models_alerts import Alert, AlertNotification
 
@@ -66,7 +66,7 @@ def acknowledge(
     )
     record_event(
         session,
-        "alert_acknowledged",
+        EventKind.ALERT_ACKNOWLEDGED,
         account=alert.account,
         mailbox=alert.subject if alert.concern == "mailbox" else None,
         data=alert_event_data(alert) | {"by": alert.acked_by, "via": via},
@@ -187,7 +187,7 @@ class Lifecycle:
             s.flush()
             record_event(
                 s,
-                "alert_fired",
+                EventKind.ALERT_FIRED,
                 account=alert.account,
                 mailbox=alert.subject if alert.concern == "mailbox" else None,
                 data=alert_event_data(alert) | {"event": ev.id},
@@ -269,7 +269,7 @@ class Lifecycle:
             recent.next_escalation_at = self.next_escalation(account, recent, now)
         record_event(
             s,
-            "alert_fired",
+            EventKind.ALERT_FIRED,
             account=recent.account,
             mailbox=recent.subject if recent.concern == "mailbox" else None,
             data=alert_event_data(recent) | {"event": ev.id, "reopened": True},
@@ -339,7 +339,7 @@ class Lifecycle:
         )
         record_event(
             s,
-            "alert_resolved",
+            EventKind.ALERT_RESOLVED,
             account=alert.account,
             mailbox=alert.subject if alert.concern == "mailbox" else None,
             data=alert_event_data(alert) | ({"dropped": True} if dropped else {}),

@@ -57,7 +57,7 @@ from postwatch.outbox import Result, Transition, apply_observation, own_domain, 
 from postwatch.reasons import Reason, Verdict
 from postwatch.services import Backoff
 from postwatch.store import Database, StoreUnavailable
-from postwatch.store.events import record_event
+from postwatch.store.events import EventKind, record_event
 
 log = logging.getLogger("postwatch.bounces.imap")
 
@@ -137,11 +137,11 @@ def store_bounce(
     }
     observations.record(session, [o for o in watched_obs if o.mailbox not in stale])
     for data in others:
-        record_event(session, "bounce_received", account=account, data=data)
+        record_event(session, EventKind.BOUNCE_RECEIVED, account=account, data=data)
     if report.kind in (MessageKind.AUTO_REPLY, MessageKind.FEEDBACK_REPORT):
         record_event(
             session,
-            "bounce_mailbox_other",
+            EventKind.BOUNCE_MAILBOX_OTHER,
             account=account,
             data={"kind": str(report.kind), "subject": subject, "source": source},
         )
@@ -282,7 +282,7 @@ class BounceMailboxService:
         log.warning("%s: UID %s cannot be read (%s); marked and skipped", self.name, uid, error)
         with self.db.session() as s:
             record_event(
-                s, "bounce_unparsable", account=self.box.account,
+                s, EventKind.BOUNCE_UNPARSABLE, account=self.box.account,
                 data={
                     "source": f"bounce:{self.box.label}", "uid": uid, "size": len(raw),
                     "subject": header("Subject"), "from": header("From"),
@@ -303,7 +303,7 @@ class BounceMailboxService:
             with self.db.session() as s:
                 record_event(
                     s,
-                    "bounce_source_failed" if failing else "bounce_source_ok",
+                    EventKind.BOUNCE_SOURCE_FAILED if failing else EventKind.BOUNCE_SOURCE_OK,
                     account=self.box.account,
                     data=data,
                 )

@@ -23,7 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from postwatch.capacity.forecast import Forecast
-from postwatch.store.events import record_event
+from postwatch.store.events import EventKind, record_event
 from postwatch.store.models import Event, utcnow
 from postwatch.store.models_capacity import CapacityState
 
@@ -39,7 +39,7 @@ class State:
 class Outcome:
     state: State
     #: (kind, extra data)
-    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    events: list[tuple[EventKind, dict[str, Any]]] = field(default_factory=list)
 
 
 def evaluate(
@@ -64,7 +64,7 @@ def evaluate(
                 if full_signal and (percent is None or percent < 100.0)
                 else "at or over the limit"
             )
-            out.events.append(("quota_full", {"level": 100, "why": why}))
+            out.events.append((EventKind.QUOTA_FULL, {"level": 100, "why": why}))
             new.full = True
         new.level = max(new.level, levels[-1])
     elif percent is not None:
@@ -72,16 +72,16 @@ def evaluate(
             new.full = False
         crossed = [lv for lv in levels if percent >= lv]
         if crossed and crossed[-1] > new.level and not new.full:
-            out.events.append(("quota_warning", {"level": crossed[-1]}))
+            out.events.append((EventKind.QUOTA_WARNING, {"level": crossed[-1]}))
             new.level = crossed[-1]
         armed = [lv for lv in levels if percent >= lv - ok_margin]
         keep = armed[-1] if armed else 0
         if not new.full and keep < new.level:
             if keep == 0:
-                out.events.append(("quota_ok", {"level": 0}))
+                out.events.append((EventKind.QUOTA_OK, {"level": 0}))
             new.level = keep
     if forecast_soon is True and not new.forecast and not new.full:
-        out.events.append(("forecast_full", {}))
+        out.events.append((EventKind.FORECAST_FULL, {}))
         new.forecast = True
     elif forecast_soon is False:
         new.forecast = False
@@ -210,7 +210,7 @@ def apply(
             data["via"] = via
         if "why" in extra:
             data["why"] = extra["why"]
-        if kind == "forecast_full" and forecast is not None:
+        if kind is EventKind.FORECAST_FULL and forecast is not None:
             data["full_at"] = forecast.full_at.isoformat() if forecast.full_at else None
             data["growth_bytes_per_day"] = forecast.growth_bytes_per_day
             data["full_at_range"] = forecast.as_dict()["full_at_range"]
@@ -254,7 +254,7 @@ def source_result(
     key = "mailbox" if subject == "mailbox" else "site"
     return record_event(
         session,
-        "quota_source_failed",
+        EventKind.QUOTA_SOURCE_FAILED,
         account=account,
         mailbox=name if subject == "mailbox" else None,
         data={key: name, "source": source, "error": error},

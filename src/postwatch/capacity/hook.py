@@ -18,11 +18,11 @@ from sqlalchemy.orm import Session
 
 from postwatch.config import Config
 from postwatch.store import Database
-from postwatch.store.events import record_event
+from postwatch.store.events import EventKind, record_event
 from postwatch.store.models import Event
 
 #: the event kind of a wiring test (no alert rule reads it)
-HOOK_TEST = "hook_test"
+HOOK_TEST = EventKind.HOOK_TEST
 
 HTTP_TIMEOUT = 3.0
 

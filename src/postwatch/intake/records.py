@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 
 from postwatch.config import Config, FormConfig
 from postwatch.outbox import enqueue, job_rows
-from postwatch.store.events import record_event
+from postwatch.store.events import EventKind, record_event
 from postwatch.store.models import Attachment, DeliveryJob, Submission, utcnow
 
 DEFAULT_RETENTION_DAYS = FormConfig.model_fields["retention_days"].default
@@ -219,7 +219,7 @@ def _record(session: Session, purged: dict[tuple[str, str], Purged], why: str) -
     for p in purged.values():
         record_event(
             session,
-            "submissions_purged",
+            EventKind.SUBMISSIONS_PURGED,
             account=p.account,
             form=p.form,
             data={
@@ -370,7 +370,7 @@ def release_throttled(
             enqueue(s, job_rows(sub.id, sub.account, sub.form, found[1].recipients,
                                 sender=config.smtp.sender, now=now))
             record_event(
-                s, "submission_released", account=sub.account, form=sub.form, at=now,
+                s, EventKind.SUBMISSION_RELEASED, account=sub.account, form=sub.form, at=now,
                 data={"submission": sub.id, "recipients": list(found[1].recipients)},
             )
             out.released.append(sub.id)

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from postwatch.config import AccountConfig, Config, FormConfig
 from postwatch.outbox import JOB_COLUMNS, enqueue, job_rows
-from postwatch.store.events import record_event
+from postwatch.store.events import EventKind, record_event
 from postwatch.store.models import Attachment, DeliveryJob, Event, Submission, utcnow
 
 
@@ -65,9 +65,9 @@ class NewSubmission:
         return "spam" if self.spam else "throttled" if self.throttled else "stored"
 
     @property
-    def event_kind(self) -> str:
-        return {"spam": "spam_blocked", "throttled": "submission_throttled"}.get(
-            self.status, "submission_stored"
+    def event_kind(self) -> EventKind:
+        return {"spam": EventKind.SPAM_BLOCKED, "throttled": EventKind.SUBMISSION_THROTTLED}.get(
+            self.status, EventKind.SUBMISSION_STORED
         )
 
 

@@ -54,7 +54,7 @@ from postwatch.outbox.jobs import (
 )
 from postwatch.reasons import Reason, Verdict, extract_status
 from postwatch.store import Database
-from postwatch.store.events import record_event
+from postwatch.store.events import EventKind, record_event
 from postwatch.store.models import DeliveryJob, Event, utcnow
 
 log = logging.getLogger("postwatch.delivery")
@@ -215,7 +215,7 @@ def record(
             )
             # the job now belongs to another worker; the audit trail still gets this attempt
             result = "delivered" if report.reported is Reported.DELIVERED else "deferred"
-            record_event(s, "delivery_attempt", account=job.account, mailbox=job.recipient,
+            record_event(s, EventKind.DELIVERY_ATTEMPT, account=job.account, mailbox=job.recipient,
                          form=job.form, at=now,
                          data=attempt_data(job, report, result, attempt=None, late=True))
             return Transition(Result.LOST, job.id)
@@ -346,8 +346,8 @@ def apply(
     watched = config.mailbox_account(job.recipient) is not None
 
     def attempt_event(result: str) -> None:
-        record_event(session, "delivery_attempt", account=job.account, mailbox=job.recipient,
-                     form=job.form, at=at,
+        record_event(session, EventKind.DELIVERY_ATTEMPT, account=job.account,
+                     mailbox=job.recipient, form=job.form, at=at,
                      data=attempt_data(job, report, result, attempt=job.attempts))
 
     # ---- success
@@ -356,7 +356,7 @@ def apply(
             changed = job.state not in (JobState.DELIVERED, JobState.SENDING)
             if job.state != JobState.SENDING:
                 _deliver(job, at, now)
-            record_event(session, "delivery_confirmed", account=job.account,
+            record_event(session, EventKind.DELIVERY_CONFIRMED, account=job.account,
                          mailbox=job.recipient, form=job.form, at=at,
                          data={**attempt_data(job, report, "delivered", attempt=job.attempts),
                                "changed": changed})
@@ -418,7 +418,7 @@ def apply(
             attempt_event("held")
             if first:
                 record_event(
-                    session, "delivery_held", account=job.account, mailbox=job.recipient,
+                    session, EventKind.DELIVERY_HELD, account=job.account, mailbox=job.recipient,
                     form=job.form, at=at,
                     data={"submission": job.submission_id, "job": job.id,
                           "recipient": job.recipient, "reason": Reason.MAILBOX_FULL.value,
@@ -468,7 +468,7 @@ def _expire(s: Session, config: Config, job: DeliveryJob, now: datetime, last_re
     job.state = JobState.FAILED
     job.last_reason = Reason.EXPIRED.value
     record_event(
-        s, "delivery_expired", account=job.account, mailbox=job.recipient, form=job.form,
+        s, EventKind.DELIVERY_EXPIRED, account=job.account, mailbox=job.recipient, form=job.form,
         data={"submission": job.submission_id, "job": job.id, "recipient": job.recipient,
               "role": job.role, "reason": Reason.EXPIRED.value, "last_reason": last_reason,
               "attempts": job.attempts, "last_reply": job.last_reply,
@@ -498,7 +498,7 @@ def _fallback(
     added = enqueue(s, job_rows(job.submission_id, job.account, job.form, targets,
                                 sender=config.smtp.sender, now=now, role=JobRole.FALLBACK))
     record_event(
-        s, "delivery_fallback", account=job.account, mailbox=job.recipient, form=job.form,
+        s, EventKind.DELIVERY_FALLBACK, account=job.account, mailbox=job.recipient, form=job.form,
         data={"submission": job.submission_id, "recipient": job.recipient, "fallback": targets,
               "added": added, "reason": reason},
         at=now,

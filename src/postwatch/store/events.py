@@ -27,6 +27,8 @@ class EventKind(StrEnum):
     # intake
     SUBMISSION_STORED = "submission_stored"
     SPAM_BLOCKED = "spam_blocked"
+    SUBMISSION_THROTTLED = "submission_throttled"
+    SUBMISSION_RELEASED = "submission_released"
     SUBMISSIONS_PURGED = "submissions_purged"
     # delivery
     DELIVERY_ATTEMPT = "delivery_attempt"
@@ -42,12 +44,14 @@ class EventKind(StrEnum):
     BOUNCE_MAILBOX_OTHER = "bounce_mailbox_other"
     BOUNCE_SOURCE_FAILED = "bounce_source_failed"
     BOUNCE_SOURCE_OK = "bounce_source_ok"
+    BOUNCE_UNPARSABLE = "bounce_unparsable"
     # capacity
     QUOTA_WARNING = "quota_warning"
     QUOTA_FULL = "quota_full"
     QUOTA_OK = "quota_ok"
     FORECAST_FULL = "forecast_full"
     QUOTA_SOURCE_FAILED = "quota_source_failed"
+    HOOK_TEST = "hook_test"
     # alerts
     ALERT_FIRED = "alert_fired"
     ALERT_ESCALATED = "alert_escalated"
@@ -59,9 +63,7 @@ class EventKind(StrEnum):
 
 def record_event(
     session: Session,
-    # ``| str`` only until the rooms' literals are rewritten to EventKind members (the lead
-    # does that after merging the branches); then this is ``kind: EventKind``
-    kind: EventKind | str,
+    kind: EventKind,
     *,
     account: str | None,
     data: dict[str, Any] | None = None,
