@@ -133,6 +133,7 @@ FORM_COMMANDS: dict[str, list[str]] = {
     "delivery retry": [],
     "submissions export": [],
     "submissions list": [],
+    "submissions release": ["--all"],
 }
 
 
