@@ -148,7 +148,10 @@ class Report:
         status = v.status if v else (extract_status(reply.text) if reply.code is not None
                                      else None)
         return cls(
-            Source.REPLY, Reported.DELIVERED if ok else Reported.DEFERRED, v, reply.line,
+            Source.REPLY,
+            Reported.DELIVERED if ok else
+            (Reported.BOUNCED if v is not None and v.permanent else Reported.DEFERRED),
+            v, reply.line,
             "delivery", code=reply.code, status=status, stage=reply.stage, worker=worker,
             final=final,
         )
