@@ -106,7 +106,7 @@ fallback = ["{OWNER}"]
 
 [[accounts.mailboxes]]
 address = "{INFO}"
-quota = {{ source = "imap", host = "127.0.0.1", port = {stack.imap_port}, tls = "none", \
+quota = {{ source = "imap", host = "127.0.0.1", port = {stack.imap_port}, tls = "none", user = "{INFO}", \
 password = "{stack.password(INFO)}" }}
 
 [[accounts.contacts]]
@@ -188,6 +188,10 @@ def test_gym_incident_gives_one_message_per_person_and_loses_nothing(
     finally:
         assert serve.terminate() == 0, serve.output()
 
+    # what every person received, kept for a reader of the test run
+    (tmp_path / "messages.json").write_text(
+        json.dumps([{"to": r["path"], **r["body"]} for r in sink.requests], indent=1),
+        encoding="utf-8")
     owner_titles = sink.titles("owner")
     hoster_titles = sink.titles("hoster")
     assert len(owner_titles) == 2, owner_titles
@@ -202,13 +206,18 @@ def test_gym_incident_gives_one_message_per_person_and_loses_nothing(
     assert len(set(fallback_sids(stack))) == LEADS
 
     # the forensic answer counts sign-ups from the store: each lead once, none lost
-    out = subprocess.run(
-        [sys.executable, "-m", "postwatch", "investigate", "--config", str(cfg),
-         "--mail-log", str(stack.postfix_log), "--mailbox", INFO, "--json"],
-        capture_output=True, text=True, timeout=120,
-        env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"},
-    )
+    report_json = tmp_path / "report.json"
+    env = {"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"}
+    args = [sys.executable, "-m", "postwatch", "investigate", "--quiet", "--config", str(cfg),
+            "--mail-log", str(stack.postfix_log), "--mailbox", INFO, "--form-sender", BOUNCES,
+            "--timezone", "UTC"]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode == 0, out.stderr
-    report = json.loads(out.stdout)
-    leads = report["leads"]
-    assert leads["sign_ups"] == LEADS and leads["lost"] == 0, leads
+    assert f"Of the {LEADS} sign-ups, {LEADS} reached {INFO}" in out.stdout, out.stdout
+    assert "0 sign-ups lost." in out.stdout, out.stdout
+    out = subprocess.run([*args, "--json", str(report_json)], capture_output=True, text=True,
+                         timeout=120, env=env)
+    assert out.returncode == 0, out.stderr
+    signups = json.loads(report_json.read_text())["signups"]
+    assert signups["total"] == LEADS and signups["lost"] == 0, signups
+    assert signups["both"] == LEADS, signups

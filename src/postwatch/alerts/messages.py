@@ -25,10 +25,12 @@ T: dict[str, dict[str, str]] = {
         "escalated": "Escalated: ",
         "resolved": "Resolved: ",
         "what": "What is wrong",
+        "what_was": "What was wrong",
         "account": "Account",
         "address": "Address",
         "since": "Since",
         "count": "{n} failed deliveries counted",
+        "count_one": "1 failed delivery counted",
         "count_signups": "{k} sign-ups affected ({n} failed delivery attempts, each counted once)",
         "count_signups1": "1 sign-up affected ({n} failed delivery attempts, each counted once)",
         "count1": "seen {n} times",
@@ -119,10 +121,12 @@ T: dict[str, dict[str, str]] = {
         "escalated": "Geëscaleerd: ",
         "resolved": "Opgelost: ",
         "what": "Wat is er mis",
+        "what_was": "Wat was er mis",
         "account": "Account",
         "address": "Adres",
         "since": "Sinds",
         "count": "{n} mislukte bezorgingen geteld",
+        "count_one": "1 mislukte bezorging geteld",
         "count_signups": (
             "{k} aanmeldingen getroffen ({n} mislukte bezorgpogingen, elk één keer geteld)"
         ),
@@ -400,14 +404,16 @@ def count_text(f: AlertFacts, lang: str) -> str:
     """How much happened: sign-ups when the alert is about form mail, else the failures (each
     attempt once) or the times seen."""
     t = T[lang]
-    n = max(1, f.count)
     if f.rule in ("mailbox_full", "delivery"):
+        n = f.count
         if f.signups:
             return t["count_signups1" if f.signups == 1 else "count_signups"].format(
-                k=f.signups, n=n
+                k=f.signups, n=max(1, n)
             )
-        return t["count"].format(n=n)
-    return t["count1"].format(n=n)
+        if n <= 0:  # opened by a quota reading: no delivery has failed (yet)
+            return ""
+        return t["count_one"] if n == 1 else t["count"].format(n=n)
+    return t["count1"].format(n=max(1, f.count))
 
 
 def title(f: AlertFacts, kind: str, lang: str, tz: str) -> str:
@@ -436,11 +442,13 @@ def render(
     if kind == "resolved":
         lines.append(t["resolved_note"].format(at=local(f.resolved_at or now, tz)))
         lines.append("")
-    lines.append(f"{t['what']}: " + t.get(f"{f.rule}.what", f.rule).format(**args))
+    what = t["what_was"] if kind == "resolved" else t["what"]
+    lines.append(f"{what}: " + t.get(f"{f.rule}.what", f.rule).format(**args))
     acct = f"{f.account_name} ({f.account_id})" if f.account_name else f.account_id
     lines.append(f"{t['account']}: {acct}")
     lines.append(f"{t['address']}: {f.subject}")
-    lines.append(f"{t['since']}: {local(f.started_at, tz)}; " + count_text(f, lang))
+    counted = count_text(f, lang)
+    lines.append(f"{t['since']}: {local(f.started_at, tz)}" + (f"; {counted}" if counted else ""))
     cost = cost_text(f, lang, tz, now, resolved=kind == "resolved")
     if cost:
         lines.append(f"{t['cost']}: {cost}")

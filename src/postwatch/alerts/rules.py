@@ -179,7 +179,11 @@ def on_quota(config: Config, ev: EventView) -> list[Signal]:
     facts = _facts(ev.data, *_QUOTA_KEYS)
     facts.setdefault("read_at", ev.at.isoformat())
     if ev.kind == "quota_ok":
-        return [Signal("resolve", acc, concern, name, ("quota", "forecast"), data=facts)]
+        # room again: the quota alert ends, and so does a full mailbox (a reading may have
+        # opened it, and no delivery may come soon to close it: no reminder of a fixed box)
+        rules = ("quota", "forecast", "mailbox_full") if concern == "mailbox" else (
+            "quota", "forecast")
+        return [Signal("resolve", acc, concern, name, rules, data=facts)]
     percent = _number(ev.data.get("percent"))
     level = _number(ev.data.get("level")) or 0.0
     if ev.kind == "quota_full":
@@ -188,6 +192,11 @@ def on_quota(config: Config, ev: EventView) -> list[Signal]:
             # older reading, not the cause. The mailbox_full alert is the alert of this
             # incident; a second, critical one with a meaningless percentage is noise.
             return []
+        if concern == "mailbox":
+            # a full mailbox is one incident, whether a quota reading or a refused delivery
+            # saw it first: the same alert as mailbox_full (which then only adds its facts)
+            return [Signal("fire", acc, concern, name, ("mailbox_full",), "critical", facts,
+                           weight=0)]
         sev = "critical"
     else:
         sev = "warning" if level >= 90 else "low"
