@@ -106,8 +106,8 @@ fallback = ["{OWNER}"]
 
 [[accounts.mailboxes]]
 address = "{INFO}"
-quota = {{ source = "imap", host = "127.0.0.1", port = {stack.imap_port}, tls = "none", user = "{INFO}", \
-password = "{stack.password(INFO)}" }}
+quota = {{ source = "imap", host = "127.0.0.1", port = {stack.imap_port}, tls = "none", \
+user = "{INFO}", password = "{stack.password(INFO)}" }}
 
 [[accounts.contacts]]
 name = "Sanne (owner)"
