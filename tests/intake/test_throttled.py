@@ -91,6 +91,30 @@ async def test_over_the_rate_limit_is_kept_as_throttled_and_released(
     assert count(db, DeliveryJob, DeliveryJob.submission_id.in_(throttled_ids)) == 6
 
 
+async def test_a_retry_without_a_key_is_not_released_twice(tmp_path: Path, db: Database) -> None:
+    """The 429 page asks the visitor to send again; a form without an idempotency key then
+    gives two submissions of one lead. The release must not deliver the throttled copy."""
+    cfg = intake_config(tmp_path, db, rate_limit=1)
+    lead = {"email": "anna@example.org", "name": "Anna", "message": "Proefles"}
+    async with client_for(cfg, db) as c:
+        assert (await c.post("/f/contact", data={"x": "1"}, headers=JSON)).status_code == 201
+        first = await c.post("/f/contact", data=lead, headers=JSON)
+        other = await c.post("/f/contact", data=lead | {"name": "Bob"}, headers=JSON)
+    assert first.status_code == 429 and other.status_code == 429
+    async with client_for(cfg, db, peer="127.0.0.2") as c:  # anna sends it again, later
+        again = await c.post("/f/contact", data=lead, headers=JSON)
+    assert again.status_code == 201 and again.json()["id"] != first.json()["id"]
+    config = write_toml(cfg, tmp_path / "postwatch.toml")
+    released = CliRunner().invoke(cli, ["submissions", "release", "--all",
+                                        "--config", str(config)])
+    assert released.exit_code == 0, released.output
+    assert "released 1" in released.output  # Bob's; Anna's lead is already on its way
+    assert "sent it again" in released.output
+    sid = first.json()["id"]
+    assert count(db, DeliveryJob, DeliveryJob.submission_id == sid) == 0
+    assert count(db, Submission, Submission.id == sid, Submission.status == "throttled") == 1
+
+
 async def test_a_retry_with_the_same_key_releases_the_throttled_one(
     tmp_path: Path, db: Database
 ) -> None:

@@ -93,6 +93,9 @@ def register(app: typer.Typer) -> None:
             fail(f"database unavailable: {exc}", 3)
         for sid in done.skipped:
             typer.echo(f"{sid}: its form is no longer in the config; left throttled", err=True)
+        for sid in done.duplicates:
+            typer.echo(f"{sid}: the visitor sent it again and that one was kept; left throttled "
+                       "(releasing it would deliver the sign-up twice)", err=True)
         typer.echo(f"released {len(done.released)} submissions")
 
     @sub.command("export")

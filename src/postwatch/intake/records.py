@@ -22,6 +22,7 @@ import unicodedata
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from dataclasses import field as dc_field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -338,6 +339,25 @@ def _purge_ids(
 class Released:
     released: list[str]
     skipped: list[str]  # throttled submissions of a form no longer in the config
+    #: throttled submissions the visitor sent again later and that were kept then (same form,
+    #: same fields): releasing them would deliver the lead twice, so they stay throttled
+    duplicates: list[str] = dc_field(default_factory=list)
+
+
+def _sent_again(s: Session, sub: Submission) -> bool:
+    """Did the visitor's retry of ``sub`` (the 429 page asks for one) arrive and get kept as a
+    submission of its own? Same account and form, the same fields, received later."""
+    later = s.scalars(
+        select(Submission).where(
+            Submission.account == sub.account,
+            Submission.form == sub.form,
+            Submission.received_at > sub.received_at,
+            Submission.status.notin_(("throttled", "spam")),
+            Submission.email == sub.email if sub.email is not None
+            else Submission.email.is_(None),
+        ).limit(200)
+    )
+    return any(other.fields == sub.fields for other in later)
 
 
 def release_throttled(
@@ -365,6 +385,9 @@ def release_throttled(
             found = config.form(f"{sub.account}/{sub.form}")
             if found is None:
                 out.skipped.append(sub.id)
+                continue
+            if _sent_again(s, sub):
+                out.duplicates.append(sub.id)
                 continue
             sub.status = "stored"
             enqueue(s, job_rows(sub.id, sub.account, sub.form, found[1].recipients,
