@@ -67,7 +67,7 @@ def test_the_report_is_written_and_the_last_line_sums_it_up(
     rep = json.loads(Path(summary["report_json"]).read_text(encoding="utf-8"))
     assert rep["submissions"]["total"] == 42
     assert rep["mail"]["delivered"] == 42  # each lead once, after the mailbox was emptied
-    assert any(n["data"].get("role") == "hoster" for n in rep["history"]["notifications"]
+    assert any(n["who"].endswith("(hoster)") for n in rep["history"]["notifications"]
                if n["kind"] == "notification_sent")
     last = story.strip().splitlines()[-1]
     assert last == f"42 sign-ups, 0 lost, 2 people told, report: {report}"
