@@ -148,6 +148,7 @@ async def run(
     async def _stopper() -> None:
         assert stop is not None
         await stop.wait()
+        log.info("postwatch stopping: finishing the work in hand (sends, stored positions)")
         if server is not None:
             server.should_exit = True
 
@@ -162,6 +163,7 @@ async def run(
                     log.error("%s stopped with an error", t.get_name(), exc_info=t.exception())
             stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
+            log.info("postwatch stopped")
     finally:
         stopper.cancel()
 

@@ -88,7 +88,8 @@ class Serve:
         self.wait_healthy()
 
     def output(self) -> str:
-        self._logf.flush()
+        if not self._logf.closed:  # after terminate()/kill() the file is closed: read it anyway
+            self._logf.flush()
         return self.log.read_text(errors="replace")
 
     def wait_healthy(self, timeout: float = 30.0) -> None:

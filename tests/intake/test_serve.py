@@ -132,6 +132,9 @@ async def test_sigterm_drains_in_flight_requests(db_url: str, tmp_path: Path) ->
     sid = re.search(rb'"id":"([0-9a-f]{32})"', reply)
     assert sid is not None
     assert server.terminate() == 0, server.output()
+    # the service log says that it stops and when it has stopped (issue 10)
+    out = server.log.read_text(errors="replace")
+    assert "postwatch stopping" in out and "postwatch stopped" in out, out
     db = Database(db_url)
     with db.session(readonly=True) as s:
         assert s.get(Submission, sid.group(1).decode()) is not None
