@@ -91,7 +91,7 @@ class DeliveryWorker:
         return bool(jobs)
 
     def handle(self, job: Claimed) -> Transition:
-        before = self._schedule(job.job_id)
+        before = _Schedule(job.hold_until)
         try:
             msg = compose(self.config, job.mail)
         except Exception as exc:  # a job that cannot be composed must not stop the worker

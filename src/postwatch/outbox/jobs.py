@@ -210,6 +210,9 @@ class Claimed:
     job_id: int
     mail: MailInput
     attempt: int  # the number this attempt will have
+    #: the job's hold when it was claimed (None: not held), so the worker need not read the
+    #: row again to choose a held retry's bounce notices
+    hold_until: datetime | None = None
 
 
 def _due(now: datetime) -> Any:
@@ -278,7 +281,7 @@ def _claimed(s: Session, job: DeliveryJob) -> Claimed:
         message_id=job.message_id,
         because=because,
     )
-    return Claimed(job.id, mail, job.attempts + 1)
+    return Claimed(job.id, mail, job.attempts + 1, job.hold_until)
 
 
 def release(db: Database, worker: str, job_ids: Sequence[int] = ()) -> int:
